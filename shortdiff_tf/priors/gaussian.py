@@ -1,0 +1,48 @@
+"""The standard Gaussian prior p_noise = N(0, std^2 I) at T."""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from shortdiff_tf.seeds import as_seed
+
+
+def event_axes(x, event_rank: int):
+    """The trailing ``event_rank`` axes of x, which log-densities sum over."""
+    return tf.range(tf.rank(x) - event_rank, tf.rank(x))
+
+
+def check_event_shape(x, event_shape) -> None:
+    """ValueError when the static trailing shape of x differs from the prior's event shape."""
+    shape = x.shape[1:]
+    if shape.rank is not None and list(shape) != list(event_shape) and None not in shape:
+        raise ValueError(f"input shape {list(shape)} does not match the prior's event shape "
+                         f"{list(event_shape)}")
+
+
+class GaussianPrior(tf.Module):
+    """log N(x; 0, std^2 I) = -|x|^2 / (2 std^2) - D/2 log(2 pi std^2)."""
+
+    def __init__(self, event_shape, std: float = 1.0, name="gaussian_prior"):
+        super().__init__(name=name)
+        self.event_shape = [int(d) for d in event_shape]
+        if not std > 0:
+            raise ValueError(f"the prior std must be > 0; got {std}")
+        self.std = float(std)
+        self.dim = int(math.prod(self.event_shape))
+
+    def log_prob(self, x):
+        """x [B, *event_shape] -> [B]."""
+        check_event_shape(x, self.event_shape)
+        sq = tf.reduce_sum(tf.square(x), axis=event_axes(x, len(self.event_shape)))
+        return -0.5 * sq / self.std**2 - 0.5 * self.dim * math.log(2 * math.pi * self.std**2)
+
+    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32):
+        """n draws of shape event_shape; ``temperature`` scales the std."""
+        shape = tf.concat([[n], tf.constant(self.event_shape, tf.int32)], 0)
+        z = tf.random.stateless_normal(shape, as_seed(seed), dtype=dtype)
+        return z * (self.std * temperature)
+
+    def get_config(self) -> dict:
+        return {"kind": "gaussian", "event_shape": self.event_shape, "std": self.std}

@@ -1,0 +1,24 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from shortdiff_tf import sde as sde_lib  # noqa: E402
+
+SDE_NAMES = ["vp", "ve", "subvp"]
+TS = [1.0, 0.4]
+
+
+def make_sde(name, T, eps=1e-5):
+    """Toy-scale hyper-parameters: VE's sigma_max ~ the data's largest pairwise distance."""
+    hyper = {"sigma_max": 8.0} if name == "ve" else {}
+    return sde_lib.get_sde(name, T=T, eps=eps, **hyper)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    tf.random.set_seed(0)
+    np.random.seed(0)

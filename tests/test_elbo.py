@@ -1,0 +1,105 @@
+"""The ELBO decomposition (Eq. 8), Proposition 1, Lemma 1 and schedule invariance on mixtures."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from shortdiff_tf import elbo as elbo_lib
+from shortdiff_tf import sde as sde_lib
+from shortdiff_tf import toy
+from tests.conftest import SDE_NAMES, TS, make_sde
+
+N = 40000
+
+
+def kl_by_quadrature(p, q, lo=-60.0, hi=60.0, n=400001):
+    """KL[p || q] for 1-D densities by the trapezoid rule on a wide, fine grid."""
+    x = tf.constant(np.linspace(lo, hi, n)[:, None])
+    lp, lq = p.log_prob(x).numpy(), q.log_prob(x).numpy()
+    return float(np.trapezoid(np.exp(lp) * (lp - lq), x.numpy()[:, 0]))
+
+
+def combined(*estimates):
+    return math.sqrt(sum(e.sem**2 for e in estimates))
+
+
+@pytest.mark.parametrize("name", SDE_NAMES)
+@pytest.mark.parametrize("T", TS)
+@pytest.mark.parametrize("bias", [0.0, 0.3])
+def test_decomposition_identity(name, T, bias):
+    """prior_term - I + R = E_{p_eps} log p_eps - G - KL[p(x,T) || p_noise] within 5 combined
+    standard errors + 0.01 nats, for the exact score (G = 0) and a biased score s + 0.3 (G > 0)."""
+    sde = make_sde(name, T)
+    diff = toy.ToyDiffusion(toy.get_toy("gmm2d"), sde)
+    score = lambda x, t: diff.score(x, t) + bias
+    x0 = diff.data.sample(N, 1, dtype=tf.float64)
+    lhs = elbo_lib.elbo(sde, score, sde.prior([2]), x0, seed=2)
+    x_eps = diff.marginal(sde.eps).sample(N, 3, dtype=tf.float64)
+    ent = elbo_lib.Estimate.of(diff.log_prob(x_eps, sde.eps))
+    p_T = diff.marginal(T)
+    kl = elbo_lib.kl_divergence(p_T.log_prob, sde.prior([2]).log_prob, p_T.sample(N, 4, dtype=tf.float64))
+    G = elbo_lib.score_gap(sde, score, diff.score, x0, seed=5)
+    rhs = ent.mean - G.mean - kl.mean
+    assert abs(lhs.elbo.mean - rhs) < 5 * combined(lhs.elbo, ent, kl, G) + 0.01, (lhs, ent, kl, G)
+    if bias == 0.0:
+        assert G.mean == 0.0
+    else:
+        assert G.mean > 10 * G.sem
+
+
+@pytest.mark.parametrize("name", SDE_NAMES)
+def test_proposition_1_exact_prior_beats_p_noise(name):
+    """L_phi with nu_phi = p(x,T) exceeds L with p_noise by KL[p(x,T)||p_noise] > 0 (T = 0.4)."""
+    sde = make_sde(name, 0.4)
+    diff = toy.ToyDiffusion(toy.get_toy("gmm2d"), sde)
+    x0 = diff.data.sample(N, 1, dtype=tf.float64)
+    aux = elbo_lib.elbo(sde, diff.score, diff.marginal(0.4), x0, seed=2)
+    std = elbo_lib.elbo(sde, diff.score, sde.prior([2]), x0, seed=2)   # same (t, e) draws
+    gain = aux.prior_term.mean - std.prior_term.mean
+    p_T = diff.marginal(0.4)
+    kl = elbo_lib.kl_divergence(p_T.log_prob, sde.prior([2]).log_prob, p_T.sample(N, 4, dtype=tf.float64))
+    assert aux.elbo.mean > std.elbo.mean and kl.mean > 0
+    assert abs(gain - kl.mean) < 5 * combined(aux.prior_term, std.prior_term, kl)
+
+
+@pytest.mark.parametrize("name", SDE_NAMES)
+def test_lemma_1_kl_to_p_noise_decreases_in_T(name):
+    Ts = [0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
+    kls = []
+    for T in Ts:
+        sde = make_sde(name, T)
+        kls.append(kl_by_quadrature(toy.ToyDiffusion(toy.get_toy("gmm1d"), sde).marginal(T), sde.prior([1])))
+    assert all(a > b for a, b in zip(kls, kls[1:])), kls
+    if name == "vp":   # KL[p_T||N(0,I)] <= exp(-B(T)) KL[p_data||N(0,I)]
+        kl0 = kl_by_quadrature(toy.get_toy("gmm1d"), make_sde("vp", 1.0).prior([1]))
+        for T, kl in zip(Ts, kls):
+            assert kl <= math.exp(-float(make_sde("vp", T).B(T))) * kl0 + 1e-9
+
+
+def test_schedule_invariance_equal_B_gives_equal_kl_and_elbo():
+    """Two VP schedules with equal B(T) reach the same p(x, T): equal KL, and the exact-score ELBOs
+    agree within Monte Carlo error."""
+    a = sde_lib.VPSDE(T=0.4)                                       # B = 1.632
+    b = sde_lib.VPSDE(T=0.8, beta_0=0.5, beta_1=0.5 + 2 * (1.632 - 0.4) / 0.64)
+    assert float(a.B(0.4)) == pytest.approx(float(b.B(0.8)), rel=1e-12)
+    da, db = (toy.ToyDiffusion(toy.get_toy("gmm1d"), s) for s in (a, b))
+    kla, klb = (kl_by_quadrature(d.marginal(s.T), s.prior([1])) for d, s in ((da, a), (db, b)))
+    assert kla == pytest.approx(klb, rel=1e-10)
+    x0 = da.data.sample(N, 1, dtype=tf.float64)
+    ea = elbo_lib.elbo(a, da.score, a.prior([1]), x0, seed=3)
+    eb = elbo_lib.elbo(b, db.score, b.prior([1]), x0, seed=3)
+    # equal up to the eps end point, which differs: compare E log p_eps - KL for each
+    assert abs((ea.elbo.mean - eb.elbo.mean)) < 5 * combined(ea.elbo, eb.elbo) + 0.01
+
+
+def test_score_gap_matches_quadrature_for_a_constant_offset():
+    """For s = exact + c (1-D), G = c^2/2 int g^2 dt exactly: VP gives c^2/2 (B(T) - B(eps))."""
+    sde = make_sde("vp", 0.4)
+    diff = toy.ToyDiffusion(toy.get_toy("gmm1d"), sde)
+    x0 = diff.data.sample(N, 1, dtype=tf.float64)
+    want = 0.125 * float(sde.B(0.4) - sde.B(1e-5))
+    for importance in (True, False):
+        G = elbo_lib.score_gap(sde, lambda x, t: diff.score(x, t) + 0.5, diff.score, x0, seed=1,
+                               importance=importance)
+        assert abs(G.mean - want) < 5 * G.sem and G.sem < 0.02 * want

@@ -1,0 +1,92 @@
+"""With the exact score and the exact p(x, T) as prior, every sampler reproduces the data."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+
+from shortdiff_tf import samplers, toy
+from tests.conftest import SDE_NAMES, TS, make_sde
+
+ALPHA = 1e-3          # false-alarm rate of each two-sample test
+N = 2000
+
+
+def run(name, T, preset, data="gmm2d", n=N, steps=None, **over):
+    sde = make_sde(name, T, eps=1e-3 if name != "ve" else 1e-5)
+    diff = toy.ToyDiffusion(toy.get_toy(data), sde)
+    cfg = samplers.PRESETS[preset]
+    if over:
+        cfg = samplers.SamplerConfig(**{**cfg.__dict__, **over})
+    sampler = samplers.Sampler(sde, diff.score, diff.marginal(sde.T), cfg)
+    return sampler(n, 7, steps=steps), diff, sde
+
+
+def two_sample_ok(x, y):
+    """KS tests on three fixed projections, Bonferroni-corrected to a total false-alarm rate ALPHA."""
+    dirs = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])[:, : x.shape[1]]
+    pvals = [stats.ks_2samp(x @ d, y @ d).pvalue for d in dirs]
+    return min(pvals) > ALPHA / len(dirs), pvals
+
+
+@pytest.mark.parametrize("name", SDE_NAMES)
+@pytest.mark.parametrize("T", TS)
+@pytest.mark.parametrize("preset", ["em", "pc", "ode"])
+def test_samplers_reproduce_the_data_mixture(name, T, preset):
+    steps = 250 if preset != "ode" else None
+    res, diff, sde = run(name, T, preset, steps=steps)
+    x = res.x.numpy()
+    assert np.all(np.isfinite(x))
+    ref = diff.marginal(sde.eps)
+    y = ref.sample(N, 11, dtype=tf.float64).numpy()
+    se = np.sqrt(np.diag(ref.covariance()) / N)
+    assert np.all(np.abs(x.mean(0) - ref.mean()) < 6 * se), (x.mean(0), ref.mean())
+    cov = ref.covariance()
+    cov_se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / N)   # Gaussian approx.
+    assert np.all(np.abs(np.cov(x.T) - cov) < 6 * cov_se), (np.cov(x.T), cov)
+    ok, pvals = two_sample_ok(x, y)
+    assert ok, pvals
+    if preset == "ode":
+        assert 10 < res.nfe < 2000
+    else:
+        assert res.nfe == steps * (2 if preset == "pc" else 1)
+
+
+def test_gmm1d_em_from_p_noise_at_T_1():
+    """At T = 1 (VP) p_noise is close to p(x, T), so the standard model samples the data too."""
+    sde = make_sde("vp", 1.0, eps=1e-3)
+    diff = toy.ToyDiffusion(toy.get_toy("gmm1d"), sde)
+    res = samplers.Sampler(sde, diff.score, sde.prior([1]), samplers.PRESETS["em"])(N, 5)
+    assert res.nfe == 999
+    y = diff.marginal(sde.eps).sample(N, 2, dtype=tf.float64).numpy()
+    assert stats.ks_2samp(res.x.numpy()[:, 0], y[:, 0]).pvalue > ALPHA
+
+
+def test_same_seed_same_samples_whatever_the_batch_size():
+    big, _, _ = run("vp", 0.4, "pc", n=64, steps=20)
+    small, _, _ = run("vp", 0.4, "pc", n=8, steps=20)
+    np.testing.assert_allclose(small.x.numpy(), big.x.numpy()[:8], rtol=1e-5, atol=1e-6)
+    other, _, _ = run("vp", 0.4, "pc", n=8, steps=20)
+    np.testing.assert_array_equal(other.x.numpy(), small.x.numpy())
+
+
+def test_denoise_returns_the_mean_of_the_last_step():
+    noisy, _, _ = run("vp", 0.4, "em", n=8, steps=10, denoise=False)
+    clean, _, _ = run("vp", 0.4, "em", n=8, steps=10, denoise=True)
+    assert not np.allclose(noisy.x.numpy(), clean.x.numpy())
+
+
+def test_sampler_step_count_follows_T():
+    sde = make_sde("vp", 0.4)
+    assert samplers.Sampler(sde, None, None).default_steps() == 400
+    assert samplers.Sampler(make_sde("vp", 0.2), None, None).default_steps() == 200
+
+
+def test_bad_sampler_options():
+    with pytest.raises(ValueError, match="unknown predictor 'heun'"):
+        samplers.SamplerConfig(predictor="heun")
+    with pytest.raises(ValueError, match="unknown corrector"):
+        samplers.SamplerConfig(corrector="ald2")
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        samplers.SamplerConfig(steps=0)
+    with pytest.raises(ValueError, match="unknown sampling method"):
+        samplers.SamplerConfig(method="ddim")
