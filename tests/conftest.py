@@ -6,6 +6,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Two logical CPU devices for the multi-replica tests; must happen before TF runs any op.
+try:
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+except RuntimeError:
+    pass
+
 from shortdiff_tf import sde as sde_lib  # noqa: E402
 
 SDE_NAMES = ["vp", "ve", "subvp"]

@@ -1,0 +1,57 @@
+"""Resolving a RunConfig from presets, an existing run directory and explicitly given options."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from shortdiff_tf import config as config_lib, data as data_lib
+
+# option name -> (config section, field)
+FIELDS = {
+    "sde": ("sde", "kind"), "T": ("sde", "T"), "eps": ("sde", "eps"), "beta_0": ("sde", "beta_0"),
+    "beta_1": ("sde", "beta_1"), "sigma_min": ("sde", "sigma_min"), "sigma_max": ("sde", "sigma_max"),
+    "dataset": ("data", "dataset"), "data_dir": ("data", "data_dir"),
+    "steps": ("train", "steps"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "warmup": ("train", "warmup"), "ema_decay": ("train", "ema_decay"), "grad_clip": ("train", "grad_clip"),
+    "weighting": ("train", "weighting"), "importance": ("train", "importance"), "seed": ("train", "seed"),
+    "checkpoint_every": ("train", "checkpoint_every"), "log_every": ("train", "log_every"),
+    "ch": ("model", "ch"), "num_res_blocks": ("model", "num_res_blocks"), "dropout": ("model", "dropout"),
+    "width": ("model", "width"),
+}
+
+
+def _explicit(ctx, opts: dict) -> dict:
+    """Options the user gave (not Click defaults), plus non-None preset overrides."""
+    from click.core import ParameterSource
+    out = {}
+    for name, value in opts.items():
+        if name not in FIELDS or value is None:
+            continue
+        if ctx is not None and ctx.get_parameter_source(name) == ParameterSource.DEFAULT and name in ("sde", "T", "eps", "dataset"):
+            continue
+        out[name] = value
+    return out
+
+
+def _apply(cfg: config_lib.RunConfig, values: dict) -> config_lib.RunConfig:
+    sections = {name: getattr(cfg, name) for name in ("sde", "data", "model", "train")}
+    for name, value in values.items():
+        section, field = FIELDS[name]
+        sections[section] = dataclasses.replace(sections[section], **{field: value})
+    return config_lib.RunConfig(**sections)
+
+
+def resolve_train_config(workdir, ctx, opts: dict) -> config_lib.RunConfig:
+    """An existing run's config (resume) or presets for the data, then the given options on top."""
+    given = _explicit(ctx, opts)
+    if (Path(workdir) / "config.json").exists():
+        return _apply(config_lib.RunConfig.load(workdir), given)
+    dataset = opts["dataset"]
+    if opts.get("download"):
+        data_lib.load(dataset, "train", opts.get("data_dir"), download=True)
+    shape = data_lib.load(dataset, "train", opts.get("data_dir")).shape
+    base = config_lib.RunConfig(data=config_lib.DataConfig(dataset=dataset, shape=shape),
+                                model=config_lib.model_preset(shape),
+                                train=config_lib.train_preset(dataset, shape))
+    base = _apply(base, {k: opts[k] for k in ("sde", "T", "eps") if opts.get(k) is not None})
+    return _apply(base, given)

@@ -1,0 +1,143 @@
+"""One frozen, typed run configuration, written as JSON into the run directory first.
+
+Presets are functions returning ``dataclasses.replace(base, ...)``; builders look classes up in
+registries.  ``RunConfig.from_json(RunConfig.to_json(c)) == c``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+from shortdiff_tf import sde as sde_lib
+
+
+@dataclass(frozen=True)
+class SDEConfig:
+    kind: str = "vp"
+    T: float = 1.0
+    eps: float = 1e-5
+    beta_0: float = 0.1
+    beta_1: float = 20.0
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+
+    def build(self, T: Optional[float] = None) -> sde_lib.SDE:
+        """The SDE, optionally truncated at a shorter T (reuse of a score model trained at self.T)."""
+        hyper = ({"sigma_min": self.sigma_min, "sigma_max": self.sigma_max} if self.kind == "ve"
+                 else {"beta_0": self.beta_0, "beta_1": self.beta_1})
+        return sde_lib.get_sde(self.kind, T=self.T if T is None else T, eps=self.eps, **hyper)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    split: str = "train"
+    shape: Tuple[int, ...] = ()          # filled in from the data: (H, W, C) or (D,)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "unet"                   # unet | mlp
+    ch: int = 32
+    ch_mult: Tuple[int, ...] = (1, 2)
+    num_res_blocks: int = 1
+    attn_resolutions: Tuple[int, ...] = (4,)
+    dropout: float = 0.0
+    fourier_scale: float = 16.0
+    width: int = 128                     # mlp
+    depth: int = 3                       # mlp
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 2e-4
+    warmup: int = 5000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    weighting: str = "variance"
+    importance: bool = False
+    dequantize: bool = True
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+    keep_checkpoints: int = 2
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    sde: SDEConfig = field(default_factory=SDEConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "RunConfig":
+        raw = json.loads(text)
+        return RunConfig(**{name: _from_dict(cls, raw.get(name, {})) for name, cls in _SECTIONS.items()})
+
+    def save(self, run_dir) -> Path:
+        path = Path(run_dir) / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+    @staticmethod
+    def load(run_dir) -> "RunConfig":
+        path = Path(run_dir) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no run at {run_dir}: {path} is missing; train one with "
+                                    f"`shortdiff train --workdir {run_dir}`")
+        try:
+            return RunConfig.from_json(path.read_text())
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path} is not a valid shortdiff config ({err}); delete the run directory "
+                             f"or restore the file") from None
+
+
+_SECTIONS = {"sde": SDEConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _from_dict(cls, values: dict):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+# ---- presets --------------------------------------------------------------------------
+def model_preset(shape: Tuple[int, ...]) -> ModelConfig:
+    """Network size by data shape: 8x8 digits, 28x28 MNIST-like, 32x32 CIFAR-like, vectors."""
+    base = ModelConfig()
+    if len(shape) == 1:
+        return dataclasses.replace(base, kind="mlp")
+    size = shape[0]
+    if size <= 16:
+        return base
+    if size <= 28:
+        return dataclasses.replace(base, ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,),
+                                   dropout=0.1)
+    return dataclasses.replace(base, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
+                               dropout=0.1)
+
+
+def train_preset(dataset: str, shape: Tuple[int, ...]) -> TrainConfig:
+    """ScoreSDE's defaults for real image sets; short warm-up and a CPU-sized budget for small data."""
+    base = TrainConfig()
+    if len(shape) == 1:
+        return dataclasses.replace(base, steps=2000, batch_size=256, lr=1e-3, warmup=100, ema_decay=0.999,
+                                   dequantize=False)
+    if shape[0] <= 16:
+        return dataclasses.replace(base, steps=2500, batch_size=64, lr=1e-3, warmup=100, ema_decay=0.999)
+    return base

@@ -1,0 +1,140 @@
+"""Data sets: the bundled 8x8 digits, TFDS by name, local .npz / image folders, toy mixtures.
+
+Images are held as uint8 [N, H, W, C] and mapped to the model's space by uniform
+dequantisation and scaling, x = LOW + RANGE (k + u) / 256 with [LOW, LOW + RANGE] = [-1, 1]
+(``likelihood.dequantization_offset(RANGE)`` converts densities back to 8-bit bins).
+Toy mixtures are float vectors [N, D] used as they are.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from shortdiff_tf import toy
+
+LOW, RANGE, LEVELS = -1.0, 2.0, 256
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+TOY_SIZES = {"train": 20000, "test": 5000}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayData:
+    """A split held in memory: uint8 images [N, H, W, C] or float32 vectors [N, D]."""
+    name: str
+    split: str
+    array: np.ndarray
+
+    @property
+    def is_image(self) -> bool:
+        return self.array.dtype == np.uint8
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(int(d) for d in self.array.shape[1:])
+
+    def __len__(self):
+        return int(self.array.shape[0])
+
+
+def load(dataset: str, split: str = "train", data_dir: Optional[str] = None, download: bool = False) -> ArrayData:
+    """Load a split by name: ``digits``, ``gmm1d``/``gmm2d``, a .npz file, an image folder, or a TFDS name."""
+    if dataset in toy.TOY:
+        return ArrayData(dataset, split, _toy(dataset, split))
+    if dataset == "digits":
+        return ArrayData(dataset, split, _digits(split))
+    path = Path(dataset)
+    if dataset.endswith(".npz") or path.is_dir():
+        return ArrayData(path.stem, split, _local(path))
+    return ArrayData(dataset, split, _tfds(dataset, split, data_dir, download))
+
+
+def _toy(name: str, split: str) -> np.ndarray:
+    if split not in TOY_SIZES:
+        raise ValueError(f"toy data have splits train and test; got {split!r}")
+    seed = 0 if split == "train" else 1
+    return toy.get_toy(name).sample(TOY_SIZES[split], seed).numpy().astype(np.float32)
+
+
+def _digits(split: str) -> np.ndarray:
+    """scikit-learn's 1,797 bundled 8x8 digits (levels 0..16 -> 0..255); 1,500 train / 297 test."""
+    from sklearn.datasets import load_digits
+    if split not in ("train", "test"):
+        raise ValueError(f"digits has splits train and test; got {split!r}")
+    images = load_digits().images                                    # [1797, 8, 8] in 0..16
+    order = np.random.RandomState(0).permutation(len(images))
+    images = np.round(images[order] * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return images[:1500] if split == "train" else images[1500:]
+
+
+def _local(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise FileNotFoundError(f"data not found: {path} does not exist")
+    if path.is_dir():
+        return _image_folder(path)
+    with np.load(path) as f:
+        key = next((k for k in ("images", "x", "arr_0") if k in f.files), None)
+        if key is None:
+            raise ValueError(f"{path} has no array named images, x or arr_0 (found: {', '.join(f.files)})")
+        return _as_images(f[key], str(path))
+
+
+def _image_folder(path: Path) -> np.ndarray:
+    from PIL import Image
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {path}")
+    arrays = [np.asarray(Image.open(p)) for p in files]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"images under {path} differ in size; resize them to one size first")
+    return _as_images(np.stack(arrays), str(path))
+
+
+def _as_images(arr: np.ndarray, source: str) -> np.ndarray:
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{source}: expected images [N, H, W] or [N, H, W, C] with C in 1, 3, 4; got {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.min() < 0 or arr.max() > 255:
+            raise ValueError(f"{source}: expected 8-bit pixel values in 0..255")
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def _tfds(name: str, split: str, data_dir: Optional[str], download: bool) -> np.ndarray:
+    """Load a TFDS image set; without --download fail at once (TFDS offline retries for minutes)."""
+    import tensorflow_datasets as tfds
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as err:  # DatasetNotFoundError and friends
+        raise ValueError(f"unknown data set {name!r}: not digits, gmm1d, gmm2d, a .npz file, an image folder "
+                         f"or a TFDS name ({type(err).__name__})") from None
+    if download:
+        builder.download_and_prepare()
+    where = data_dir or "~/tensorflow_datasets"
+    try:
+        ds = builder.as_dataset(split=split)
+    except (AssertionError, FileNotFoundError) as err:
+        raise FileNotFoundError(
+            f"TFDS data set {name!r} is not prepared in {where}; rerun with --download on a machine with "
+            f"network, or copy a prepared TFDS directory there and pass --data-dir") from None
+    except ValueError as err:
+        raise ValueError(f"TFDS data set {name!r} has no split {split!r} ({err})") from None
+    if "image" not in builder.info.features:
+        raise ValueError(f"TFDS data set {name!r} has no 'image' feature")
+    return _as_images(np.stack([ex["image"] for ex in tfds.as_numpy(ds)]), f"tfds:{name}")
+
+
+def to_uint8(x) -> np.ndarray:
+    """Model space [-1, 1] -> 8-bit pixels (the inverse of the scaling, rounded to bins)."""
+    y = (np.asarray(x, np.float64) - LOW) / RANGE * LEVELS
+    return np.clip(np.floor(y), 0, LEVELS - 1).astype(np.uint8)
+
+
+def dequantize(images, u):
+    """uint8 k and uniform u in [0, 1) -> x = LOW + RANGE (k + u) / 256 (tensors or arrays)."""
+    import tensorflow as tf
+    return LOW + RANGE * (tf.cast(images, u.dtype) + u) / LEVELS

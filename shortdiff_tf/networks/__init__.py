@@ -1,0 +1,53 @@
+"""Score networks (Keras 3) and the wrapper that turns them into score functions of (x, t)."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from shortdiff_tf.networks.embeddings import FourierTime, NoiseEmbedding
+from shortdiff_tf.networks.mlp import ScoreMLP
+from shortdiff_tf.networks.unet import AttnBlock, ResBlock, ScoreUNet
+from shortdiff_tf.sde import bcast
+
+__all__ = ["FourierTime", "NoiseEmbedding", "ScoreMLP", "ScoreUNet", "ResBlock", "AttnBlock",
+           "score_function", "count_params"]
+
+
+def score_function(net, sde, training: bool = False):
+    """s_theta(x, t) = net(x, log std(t)) / std(t): the network predicts -e (Song et al. 2021)."""
+
+    def score(x, t):
+        std = tf.cast(sde.std(tf.cast(t, tf.float32)), x.dtype)
+        out = net([x, tf.math.log(std)], training=training)
+        return tf.cast(out, x.dtype) / bcast(std, x)
+
+    return score
+
+
+def count_params(net) -> int:
+    return int(sum(int(tf.size(v)) for v in net.trainable_variables))
+
+
+def _unet(cfg, shape):
+    if len(shape) != 3 or shape[0] != shape[1]:
+        raise ValueError(f"the U-Net needs square images [H, H, C]; got data of shape {list(shape)}")
+    return ScoreUNet(image_size=shape[0], channels=shape[2], ch=cfg.ch, ch_mult=cfg.ch_mult,
+                     num_res_blocks=cfg.num_res_blocks, attn_resolutions=cfg.attn_resolutions,
+                     dropout=cfg.dropout, fourier_scale=cfg.fourier_scale, name="score_unet")
+
+
+def _mlp(cfg, shape):
+    if len(shape) != 1:
+        raise ValueError(f"the MLP takes vectors [D]; got data of shape {list(shape)}")
+    return ScoreMLP(shape[0], width=cfg.width, depth=cfg.depth, fourier_scale=cfg.fourier_scale, name="score_mlp")
+
+
+BUILDERS = {"unet": _unet, "mlp": _mlp}
+
+
+def build_score_net(cfg, shape):
+    """Build (and create the weights of) the score network of a ModelConfig for data of ``shape``."""
+    if cfg.kind not in BUILDERS:
+        raise ValueError(f"unknown model kind {cfg.kind!r}; choose one of {', '.join(sorted(BUILDERS))}")
+    net = BUILDERS[cfg.kind](cfg, tuple(shape))
+    net([tf.zeros((1,) + tuple(shape)), tf.zeros([1])])
+    return net

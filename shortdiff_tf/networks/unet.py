@@ -1,0 +1,159 @@
+"""A DDPM++-family score U-Net in Keras 3 (Song et al. 2021, App. H; Ho et al. 2020).
+
+Residual blocks (GroupNorm, SiLU, 3x3 conv, the noise embedding added between the convs,
+skip rescaled by 1/sqrt(2)), self-attention at the listed resolutions, strided-conv down- and
+nearest+conv up-sampling.  Input (x [B, H, W, C], c = log std(t) [B]) -> [B, H, W, C]; the
+score wrapper divides the output by std(t).
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from shortdiff_tf.networks.embeddings import NoiseEmbedding
+
+SKIP_SCALE = 1.0 / math.sqrt(2.0)
+
+
+def num_groups(channels: int, max_groups: int = 32) -> int:
+    """The largest group count <= min(32, channels/4) that divides channels."""
+    g = max(1, min(max_groups, channels // 4))
+    while channels % g:
+        g -= 1
+    return g
+
+
+def _conv(ch, name, stride=1, zero=False, kernel=3):
+    init = keras.initializers.VarianceScaling(1e-10 if zero else 1.0, "fan_avg", "uniform", seed=None)
+    return keras.layers.Conv2D(ch, kernel, strides=stride, padding="same", kernel_initializer=init, name=name)
+
+
+@keras.saving.register_keras_serializable(package="shortdiff")
+class ResBlock(keras.layers.Layer):
+    """h = conv(SiLU(GN(x))) + Dense(SiLU(emb)); h = conv(dropout(SiLU(GN(h)))); (skip(x) + h)/sqrt 2."""
+
+    def __init__(self, out_ch: int, dropout: float = 0.0, **kw):
+        super().__init__(**kw)
+        self.out_ch, self.dropout = int(out_ch), float(dropout)
+        self.conv_0 = _conv(self.out_ch, "conv_0")
+        self.conv_1 = _conv(self.out_ch, "conv_1", zero=True)
+        self.emb_proj = keras.layers.Dense(self.out_ch, name="emb_proj")
+        self.norm_1 = keras.layers.GroupNormalization(num_groups(self.out_ch), epsilon=1e-6, name="norm_1")
+        self.drop = keras.layers.Dropout(self.dropout)
+
+    def build(self, x_shape, emb_shape=None):
+        in_ch = x_shape[-1]
+        self.norm_0 = keras.layers.GroupNormalization(num_groups(in_ch), epsilon=1e-6, name="norm_0")
+        self.skip = _conv(self.out_ch, "skip", kernel=1) if in_ch != self.out_ch else None
+
+    def call(self, x, emb, training=None):
+        h = self.conv_0(ops.silu(self.norm_0(x)))
+        h = h + self.emb_proj(ops.silu(emb))[:, None, None, :]
+        h = self.conv_1(self.drop(ops.silu(self.norm_1(h)), training=training))
+        skip = x if self.skip is None else self.skip(x)
+        return (skip + h) * SKIP_SCALE
+
+    def get_config(self):
+        return {**super().get_config(), "out_ch": self.out_ch, "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package="shortdiff")
+class AttnBlock(keras.layers.Layer):
+    """Single-head self-attention over the H*W positions, residual rescaled by 1/sqrt 2."""
+
+    def build(self, x_shape):
+        ch = x_shape[-1]
+        self.norm = keras.layers.GroupNormalization(num_groups(ch), epsilon=1e-6, name="norm")
+        self.qkv = keras.layers.Dense(3 * ch, name="qkv")
+        self.proj = keras.layers.Dense(ch, kernel_initializer=keras.initializers.VarianceScaling(1e-10), name="proj")
+
+    def call(self, x):
+        shape = ops.shape(x)
+        ch = x.shape[-1]
+        q, k, v = ops.split(self.qkv(self.norm(x)), 3, axis=-1)
+        flat = lambda y: ops.reshape(y, (shape[0], -1, ch))
+        w = ops.softmax(ops.einsum("bic,bjc->bij", flat(q), flat(k)) / math.sqrt(ch), axis=-1)
+        h = ops.reshape(ops.einsum("bij,bjc->bic", w, flat(v)), shape)
+        return (x + self.proj(h)) * SKIP_SCALE
+
+
+@keras.saving.register_keras_serializable(package="shortdiff")
+class ScoreUNet(keras.Model):
+    """(x [B, H, W, C], c [B]) -> [B, H, W, C], channels ch * ch_mult[level] at each resolution."""
+
+    def __init__(self, image_size: int, channels: int, ch: int = 64, ch_mult=(1, 2, 2),
+                 num_res_blocks: int = 2, attn_resolutions=(7,), dropout: float = 0.1,
+                 fourier_scale: float = 16.0, **kw):
+        super().__init__(**kw)
+        self.image_size, self.channels, self.ch = int(image_size), int(channels), int(ch)
+        self.ch_mult, self.num_res_blocks = tuple(int(m) for m in ch_mult), int(num_res_blocks)
+        self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
+        self.dropout, self.fourier_scale = float(dropout), float(fourier_scale)
+        self._check()
+        self.embed = NoiseEmbedding(4 * self.ch, self.fourier_scale, name="embed")
+        self.conv_in = _conv(self.ch, "conv_in")
+        self._make_down(), self._make_mid(), self._make_up()
+        self.norm_out = keras.layers.GroupNormalization(num_groups(self.ch), epsilon=1e-6, name="norm_out")
+        self.conv_out = _conv(self.channels, "conv_out", zero=True)
+
+    def _check(self):
+        if self.image_size < 1 or self.channels < 1 or self.ch < 1 or not self.ch_mult:
+            raise ValueError("ScoreUNet needs image_size, channels, ch >= 1 and a non-empty ch_mult")
+        if self.image_size % 2 ** (len(self.ch_mult) - 1):
+            # 'same' strided convs round up (28 -> 14 -> 7 -> 4) and the upsampling would not match
+            raise ValueError(f"image_size {self.image_size} is not divisible by 2^{len(self.ch_mult) - 1}; "
+                             f"use fewer levels in ch_mult")
+
+    def _resolutions(self):
+        return [self.image_size // 2**i for i in range(len(self.ch_mult))]
+
+    def _make_down(self):
+        self.down = []
+        for i, (res, mult) in enumerate(zip(self._resolutions(), self.ch_mult)):
+            for r in range(self.num_res_blocks):
+                attn = AttnBlock(name=f"down_{i}_attn_{r}") if res in self.attn_resolutions else None
+                self.down.append(("res", ResBlock(self.ch * mult, self.dropout, name=f"down_{i}_res_{r}"), attn))
+            if i < len(self.ch_mult) - 1:
+                self.down.append(("down", _conv(self.ch * mult, f"down_{i}_resample", stride=2), None))
+
+    def _make_mid(self):
+        top = self.ch * self.ch_mult[-1]
+        self.mid = [ResBlock(top, self.dropout, name="mid_res_0"), AttnBlock(name="mid_attn"),
+                    ResBlock(top, self.dropout, name="mid_res_1")]
+
+    def _make_up(self):
+        self.up = []
+        for i in reversed(range(len(self.ch_mult))):
+            res, mult = self._resolutions()[i], self.ch_mult[i]
+            for r in range(self.num_res_blocks + 1):
+                attn = AttnBlock(name=f"up_{i}_attn_{r}") if res in self.attn_resolutions else None
+                self.up.append(("res", ResBlock(self.ch * mult, self.dropout, name=f"up_{i}_res_{r}"), attn))
+            if i > 0:
+                self.up.append(("up", _conv(self.ch * mult, f"up_{i}_resample"), None))
+
+    def call(self, inputs, training=None):
+        x, c = inputs
+        emb = self.embed(c)
+        h = self.conv_in(x)
+        hs = [h]
+        for kind, layer, attn in self.down:
+            h = layer(h, emb, training=training) if kind == "res" else layer(h)
+            h = attn(h) if attn is not None else h
+            hs.append(h)
+        h = self.mid[0](h, emb, training=training)
+        h = self.mid[2](self.mid[1](h), emb, training=training)
+        for kind, layer, attn in self.up:
+            if kind == "res":
+                h = layer(ops.concatenate([h, hs.pop()], axis=-1), emb, training=training)
+                h = attn(h) if attn is not None else h
+            else:
+                h = layer(ops.repeat(ops.repeat(h, 2, axis=1), 2, axis=2))
+        return self.conv_out(ops.silu(self.norm_out(h)))
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size, "channels": self.channels,
+                "ch": self.ch, "ch_mult": list(self.ch_mult), "num_res_blocks": self.num_res_blocks,
+                "attn_resolutions": list(self.attn_resolutions), "dropout": self.dropout,
+                "fourier_scale": self.fourier_scale}

@@ -1,0 +1,53 @@
+"""Loading a trained run directory: config, SDE, and the score network with its EMA weights."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import tensorflow as tf
+
+from shortdiff_tf import checkpoints, networks
+from shortdiff_tf.config import RunConfig
+
+
+@dataclasses.dataclass
+class Run:
+    cfg: RunConfig
+    run_dir: Path
+    net: object
+    step: int
+    checkpoint: str
+
+    @property
+    def shape(self):
+        return tuple(self.cfg.data.shape)
+
+    def sde(self, T: Optional[float] = None):
+        """The run's SDE, or the same schedule truncated at a shorter T (<= the trained T)."""
+        if T is not None and T > self.cfg.sde.T + 1e-12:
+            raise ValueError(f"T={T} exceeds the T={self.cfg.sde.T} the score model was trained at; "
+                             f"use T <= {self.cfg.sde.T}")
+        return self.cfg.sde.build(T)
+
+    def score_fn(self, T: Optional[float] = None):
+        return networks.score_function(self.net, self.sde(T))
+
+
+def load_run(run_dir) -> Run:
+    """Restore the EMA weights of the latest checkpoint into a freshly built network."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist; train one with "
+                                f"`shortdiff train --workdir {run_dir}`")
+    cfg = RunConfig.load(run_dir)
+    path = checkpoints.latest(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint yet; run `shortdiff train --workdir {run_dir}` first")
+    net = networks.build_score_net(cfg.model, cfg.data.shape)
+    ema = checkpoints.EMA(net.trainable_variables, cfg.train.ema_decay)
+    step = tf.Variable(0, dtype=tf.int64)
+    ckpt = tf.train.Checkpoint(params=checkpoints.variable_dict(net.variables), ema=ema, step=step)
+    checkpoints.restore(ckpt, path, partial=True)
+    ema.copy_to(net.trainable_variables)
+    return Run(cfg, run_dir, net, int(step.numpy()), path)

@@ -1,0 +1,135 @@
+"""Every command through Click's CliRunner on tiny configs, and bad input as one-line errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+
+TINY_TRAIN = ["--steps", "4", "--batch-size", "8", "--ch", "8", "--log-every", "2", "--no-progress"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def last_json(result):
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "digits"
+    r = invoke("train", "--sde", "vp", "--T", "0.4", "--workdir", run, *TINY_TRAIN, "--json")
+    assert r.exit_code == 0, r.output
+    assert last_json(r)["step"] == 4
+    return run
+
+
+def test_help_is_instant_and_lists_commands():
+    out = subprocess.run([sys.executable, "-c", "import sys, cli.main; cli.main.cli(['--help'], standalone_mode=False);"
+                          "print('TF loaded' if 'tensorflow' in sys.modules else 'no TF')"],
+                         capture_output=True, text=True, timeout=60)
+    assert "no TF" in out.stdout and "train" in out.stdout and "evaluate" in out.stdout
+
+
+def test_train_writes_the_run_directory(digits_run):
+    cfg = json.loads((digits_run / "config.json").read_text())
+    assert cfg["sde"]["T"] == 0.4 and cfg["data"]["shape"] == [8, 8, 1]
+    assert (digits_run / "checkpoints" / "checkpoint").exists()
+    rows = [json.loads(l) for l in (digits_run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 4 and np.isfinite(rows[-1]["loss"])
+    assert any((digits_run / "tb").iterdir())
+
+
+def test_train_resumes_with_a_larger_budget(digits_run, tmp_path):
+    import shutil
+    run = tmp_path / "copy"
+    shutil.copytree(digits_run, run)
+    r = invoke("train", "--workdir", run, "--steps", "6", "--no-progress", "--json")
+    assert r.exit_code == 0, r.output
+    assert "from step 4 to 6" in r.output and last_json(r)["step"] == 6
+
+
+@pytest.mark.parametrize("sampler", ["em", "pc", "ode"])
+def test_sample_writes_png_and_npz(digits_run, sampler, tmp_path):
+    extra = [] if sampler == "ode" else ["--steps", "5"]
+    r = invoke("sample", "--workdir", digits_run, "--sampler", sampler, "--num", "4", "--out",
+               tmp_path / sampler, *extra, "--json")
+    assert r.exit_code == 0, r.output
+    rep = last_json(r)
+    assert rep["nfe"] > 0 and rep["num"] == 4
+    with np.load(rep["npz"]) as f:
+        assert f["images"].shape == (4, 8, 8, 1) and f["images"].dtype == np.uint8
+    assert (tmp_path / f"{sampler}.png").stat().st_size > 0
+
+
+def test_evaluate_reports_bits_per_dim_and_elbo_terms(digits_run):
+    r = invoke("evaluate", "--workdir", digits_run, "--num-examples", "4", "--batch-size", "4",
+               "--rtol", "1e-3", "--atol", "1e-3", "--json")
+    assert r.exit_code == 0, r.output
+    rep = last_json(r)
+    ll = rep["likelihood"]
+    assert ll["bpd"] == pytest.approx(ll["bpd_prior_T"] + ll["bpd_ode"] + ll["bpd_offset"], rel=1e-6)
+    assert ll["bpd_offset"] == 7.0 and rep["nfe_mean"] > 0 and rep["rtol"] == 1e-3
+    assert np.isfinite(rep["elbo"]["elbo"]) and "bits/dim" in r.output
+
+
+def test_toy_train_sample_evaluate(tmp_path):
+    run = tmp_path / "toy"
+    r = invoke("train", "--dataset", "gmm2d", "--T", "0.6", "--workdir", run, "--steps", "5",
+               "--batch-size", "32", "--width", "16", "--no-progress")
+    assert r.exit_code == 0, r.output
+    r = invoke("sample", "--workdir", run, "--sampler", "ode", "--num", "16", "--json")
+    assert r.exit_code == 0 and last_json(r)["png"].endswith(".png")
+    r = invoke("evaluate", "--workdir", run, "--num-examples", "8", "--divergence", "exact", "--json")
+    assert r.exit_code == 0, r.output
+    assert "bpd" not in last_json(r)["likelihood"]
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    r = invoke("train", "--T", "0.4", "--workdir", tmp_path / "dry", "--dry-run")
+    assert r.exit_code == 0 and json.loads(r.output)["sde"]["T"] == 0.4
+    assert not (tmp_path / "dry").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "no_such_set"], "unknown data set 'no_such_set'"),
+    (["train", "--T", "1.5"], "Invalid value for '--T'"),
+    (["train", "--T", "0.4", "--eps", "0.5"], "eps must be smaller than T"),
+    (["train", "--sde", "cld"], "Invalid value for '--sde'"),
+    (["sample", "--workdir", "{tmp}/missing"], "does not exist"),
+    (["evaluate", "--workdir", "{tmp}/missing"], "does not exist"),
+])
+def test_bad_input_is_one_line_no_traceback_nothing_written(args, message, tmp_path):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if args[0] == "train":
+        args += ["--workdir", str(tmp_path / "new")]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0
+    assert message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_evaluate_on_data_of_another_shape(digits_run):
+    r = CliRunner().invoke(cli, ["evaluate", "--workdir", str(digits_run), "--dataset", "gmm2d"])
+    assert r.exit_code == 1 and "do not fit the model trained on [8, 8, 1]" in r.output
+
+
+def test_resume_with_conflicting_options(digits_run):
+    r = CliRunner().invoke(cli, ["train", "--workdir", str(digits_run), "--T", "1.0"])
+    assert r.exit_code == 1 and "sde.T: 0.4 there, 1.0 asked" in r.output
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(digits_run, tmp_path):
+    import shutil
+    run = tmp_path / "corrupt"
+    shutil.copytree(digits_run, run)
+    for f in (run / "checkpoints").glob("*.data-*"):
+        f.write_bytes(b"garbage" * 10)
+    r = CliRunner().invoke(cli, ["sample", "--workdir", str(run), "--num", "2", "--steps", "2"])
+    assert r.exit_code == 1 and "cannot restore checkpoint" in r.output and "Traceback" not in r.output
+    assert not (run / "samples").exists()
