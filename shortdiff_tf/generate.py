@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from shortdiff_tf import data as data_lib, images, samplers
+from shortdiff_tf.aux_prior import resolve_prior
 from shortdiff_tf.runs import load_run
 
 
@@ -23,25 +24,27 @@ def sampler_config(name: str, steps: Optional[int] = None, snr: Optional[float] 
 
 
 def sample_run(run_dir, sampler: str = "em", steps: Optional[int] = None, num: int = 64, seed: int = 0,
-               T: Optional[float] = None, out: Optional[str] = None, snr: Optional[float] = None) -> dict:
-    """Draw ``num`` samples from the run's standard prior p_noise at T and write them."""
+               T: Optional[float] = None, out: Optional[str] = None, snr: Optional[float] = None,
+               prior: str = "auto", temperature: float = 1.0) -> dict:
+    """Draw ``num`` samples, starting at T from the auxiliary prior (``aux``) or p_noise (``noise``)."""
     if num < 1:
         raise ValueError(f"--num must be >= 1; got {num}")
     run = load_run(run_dir)
+    prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde = run.sde(T)
-    cfg = sampler_config(sampler, steps, snr)
-    prior = sde.prior(run.shape)
-    smp = samplers.Sampler(sde, run.score_fn(T), prior, cfg)
+    cfg = sampler_config(sampler, steps, snr, temperature)
+    smp = samplers.Sampler(sde, run.score_fn(T), prior_obj, cfg)
     start = time.perf_counter()
     res = smp(num, seed)
     seconds = time.perf_counter() - start
     x = res.x.numpy()
     if not np.all(np.isfinite(x)):
         raise FloatingPointError("the sampler produced non-finite values; try more --steps or the ode sampler")
-    stem = Path(out) if out else run.run_dir / "samples" / f"{sampler}-T{sde.T:g}-seed{seed}"
+    stem = Path(out) if out else run.run_dir / "samples" / f"{sampler}-T{sde.T:g}-{prior_name.replace(':', '-')}-seed{seed}"
     return {**_write(run, x, stem), "num": num, "sampler": sampler, "nfe": res.nfe, "seconds": seconds,
             "steps": None if cfg.method == "ode" else (steps or smp.default_steps()), "T": sde.T,
-            "eps": sde.eps, "seed": seed, "prior": "noise", "checkpoint_step": run.step}
+            "eps": sde.eps, "seed": seed, "prior": prior_name, "temperature": temperature,
+            "checkpoint_step": run.step}
 
 
 def _write(run, x: np.ndarray, stem: Path) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from shortdiff_tf.seeds import as_seed
@@ -22,27 +23,34 @@ def check_event_shape(x, event_shape) -> None:
 
 
 class GaussianPrior(tf.Module):
-    """log N(x; 0, std^2 I) = -|x|^2 / (2 std^2) - D/2 log(2 pi std^2)."""
+    """log N(x; mean, diag(std^2)) = -sum((x - mean)^2 / (2 std^2)) - sum(log std) - D/2 log(2 pi).
 
-    def __init__(self, event_shape, std: float = 1.0, name="gaussian_prior"):
+    With scalar mean 0 and std it is p_noise; with per-dimension arrays it is the maximum-likelihood
+    diagonal Gaussian, the simplest auxiliary prior (its family contains p_noise, Proposition 1).
+    """
+
+    def __init__(self, event_shape, std=1.0, mean=0.0, name="gaussian_prior"):
         super().__init__(name=name)
         self.event_shape = [int(d) for d in event_shape]
-        if not std > 0:
-            raise ValueError(f"the prior std must be > 0; got {std}")
-        self.std = float(std)
+        self.std = np.broadcast_to(np.asarray(std, np.float64), self.event_shape).copy()
+        self.mean = np.broadcast_to(np.asarray(mean, np.float64), self.event_shape).copy()
+        if not np.all(self.std > 0):
+            raise ValueError("the prior std must be > 0")
         self.dim = int(math.prod(self.event_shape))
+        self._norm = -float(np.sum(np.log(self.std))) - 0.5 * self.dim * math.log(2 * math.pi)
 
     def log_prob(self, x):
         """x [B, *event_shape] -> [B]."""
         check_event_shape(x, self.event_shape)
-        sq = tf.reduce_sum(tf.square(x), axis=event_axes(x, len(self.event_shape)))
-        return -0.5 * sq / self.std**2 - 0.5 * self.dim * math.log(2 * math.pi * self.std**2)
+        z = (x - tf.constant(self.mean, x.dtype)) / tf.constant(self.std, x.dtype)
+        return -0.5 * tf.reduce_sum(tf.square(z), axis=event_axes(x, len(self.event_shape))) + self._norm
 
     def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32):
         """n draws of shape event_shape; ``temperature`` scales the std."""
         shape = tf.concat([[n], tf.constant(self.event_shape, tf.int32)], 0)
         z = tf.random.stateless_normal(shape, as_seed(seed), dtype=dtype)
-        return z * (self.std * temperature)
+        return tf.constant(self.mean, dtype) + z * tf.constant(self.std * temperature, dtype)
 
     def get_config(self) -> dict:
-        return {"kind": "gaussian", "event_shape": self.event_shape, "std": self.std}
+        return {"kind": "gaussian", "event_shape": self.event_shape, "std": self.std.tolist(),
+                "mean": self.mean.tolist()}
