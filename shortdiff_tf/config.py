@@ -67,6 +67,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     keep_checkpoints: int = 2
+    sample_grid: int = 16                # EMA samples written to TensorBoard at the end (0: none)
 
 
 @dataclass(frozen=True)

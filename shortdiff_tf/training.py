@@ -134,12 +134,16 @@ def make_train_step(cfg: RunConfig, state: State, strategy):
     return train_step
 
 
+RESUME_FREE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_grid")
+
+
 def check_resumable(cfg: RunConfig, run_dir: Path) -> RunConfig:
     """A run directory resumes only with the settings it was started with (the budget may grow)."""
     if not (run_dir / "config.json").exists():
         return cfg
     saved = RunConfig.load(run_dir)
-    same_budget = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=saved.train.steps))
+    free = {k: getattr(saved.train, k) for k in RESUME_FREE}
+    same_budget = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **free))
     if same_budget != saved:
         diffs = _diff(dataclasses.asdict(saved), dataclasses.asdict(same_budget))
         raise ValueError(f"{run_dir} holds a run with other settings ({diffs}); use a new --workdir "
@@ -218,8 +222,26 @@ def _loop(cfg, run_dir, state, manager, strategy, start, stop, array, progress) 
             manager.save(checkpoint_number=step)
         bar.close()
         writer.flush()
+    if step == cfg.train.steps and len(array.shape) == 4 and cfg.train.sample_grid > 0:
+        _log_sample_grid(cfg, state, writer, step)
     return {"step": step, "loss": loss, "run_dir": str(run_dir), "checkpoint": manager.latest_checkpoint,
             "seconds": time.perf_counter() - t0}
+
+
+def _log_sample_grid(cfg, state, writer, step):
+    """A grid of EMA samples (Euler-Maruyama from p_noise, 1000 T steps) in TensorBoard at the end."""
+    from shortdiff_tf import images, samplers
+    shadow = [v.numpy() for v in state.net.trainable_variables]
+    state.ema.copy_to(state.net.trainable_variables)
+    sde = cfg.sde.build()
+    res = samplers.Sampler(sde, networks.score_function(state.net, sde), sde.prior(cfg.data.shape),
+                           samplers.PRESETS["em"])(cfg.train.sample_grid, cfg.train.seed)
+    for v, value in zip(state.net.trainable_variables, shadow):
+        v.assign(value)
+    grid = images.grid(data_lib.to_uint8(res.x.numpy()))
+    with writer.as_default(step=step):
+        tf.summary.image("samples_em_p_noise", grid[None], step=step)
+    writer.flush()
 
 
 def _rate(cfg, last, step) -> float:

@@ -126,10 +126,10 @@ def invoke(*args):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("aux")
     r = invoke("train", "--T", "0.4", "--workdir", root / "digits", "--steps", "3", "--batch-size", "8",
-               "--ch", "8", "--no-progress")
+               "--ch", "8", "--no-progress", "--sample-grid", "0")
     assert r.exit_code == 0, r.output
     r = invoke("train", "--dataset", "gmm2d", "--T", "0.4", "--workdir", root / "toy", "--steps", "3",
-               "--batch-size", "32", "--width", "16", "--no-progress")
+               "--batch-size", "32", "--width", "16", "--no-progress", "--sample-grid", "0")
     assert r.exit_code == 0, r.output
     return root
 
@@ -159,6 +159,42 @@ def test_fit_prior_toy_dpgmm_reports_effective_components(runs):
     assert rep["kind"] == "dpgmm" and rep["effective_components"] >= 1
     r = invoke("sample", "--workdir", runs / "toy", "--sampler", "ode", "--num", "8", "--json")
     assert json.loads(r.output.strip().splitlines()[-1])["prior"] == "aux:dpgmm"
+
+
+def test_fit_prior_on_the_ode_target_at_a_shorter_T(runs, tmp_path):
+    """--target ode fits on Phi_theta(x0) at T2 = 0.3 < 0.4 (the (S) variant, and "varying T");
+    sampling then starts from the prior at T2."""
+    import shutil
+    run = tmp_path / "ode"
+    shutil.copytree(runs / "toy", run, ignore=shutil.ignore_patterns("prior"))
+    r = invoke("fit-prior", "--workdir", run, "--prior", "gaussian", "--target", "ode", "--T", "0.3", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output.strip().splitlines()[-1])
+    assert rep["target"] == "ode" and rep["T"] == 0.3 and np.isfinite(rep["log_prob"])
+    r = invoke("sample", "--workdir", run, "--num", "4", "--steps", "3", "--json")
+    rep = json.loads(r.output.strip().splitlines()[-1])
+    assert rep["T"] == 0.3 and rep["prior"] == "aux:gaussian"
+
+
+def test_ode_targets_are_the_flow_image_of_the_data():
+    """With the exact score the PF-ODE image of data at T is distributed as p(x, T) (KS test)."""
+    from scipy import stats
+    from shortdiff_tf.runs import Run
+    sde = make_sde("vp", 0.4)
+    diff = toy.ToyDiffusion(toy.get_toy("gmm1d"), sde)
+
+    class ExactRun(Run):
+        def sde(self, T=None):
+            return sde
+
+        def score_fn(self, T=None):
+            return lambda x, t: tf.cast(diff.score(tf.cast(x, tf.float64), tf.cast(t, tf.float64)), x.dtype)
+
+    x0 = diff.data.sample(2000, 1).numpy()
+    z = aux_prior.ode_targets(ExactRun(None, None, None, 0, ""), 0.4, x0, seed=0)[:, 0]
+    p_T = diff.marginal(0.4)
+    cdf = lambda v: sum(w * stats.norm(m[0], np.sqrt(c[0, 0])).cdf(v) for w, m, c in zip(p_T.weights, p_T.means, p_T.covs))
+    assert stats.kstest(z, cdf).pvalue > 1e-3
 
 
 def test_fit_prior_bad_input(runs, tmp_path):

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 
-TINY_TRAIN = ["--steps", "4", "--batch-size", "8", "--ch", "8", "--log-every", "2", "--no-progress"]
+TINY_TRAIN = ["--steps", "4", "--batch-size", "8", "--ch", "8", "--log-every", "2", "--no-progress", "--sample-grid", "0"]
 
 
 def invoke(*args):
@@ -23,7 +23,7 @@ def last_json(result):
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "digits"
-    r = invoke("train", "--sde", "vp", "--T", "0.4", "--workdir", run, *TINY_TRAIN, "--json")
+    r = invoke("train", "--sde", "vp", "--T", "0.4", "--workdir", run, *TINY_TRAIN[:-2], "--sample-grid", "4", "--json")
     assert r.exit_code == 0, r.output
     assert last_json(r)["step"] == 4
     return run
@@ -42,7 +42,9 @@ def test_train_writes_the_run_directory(digits_run):
     assert (digits_run / "checkpoints" / "checkpoint").exists()
     rows = [json.loads(l) for l in (digits_run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 4 and np.isfinite(rows[-1]["loss"])
-    assert any((digits_run / "tb").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(digits_run / "tb"), size_guidance={"tensors": 0}).Reload()
+    assert {"loss", "learning_rate", "samples_em_p_noise"} <= set(events.Tags()["tensors"])
 
 
 def test_train_resumes_with_a_larger_budget(digits_run, tmp_path):
@@ -69,19 +71,19 @@ def test_sample_writes_png_and_npz(digits_run, sampler, tmp_path):
 
 def test_evaluate_reports_bits_per_dim_and_elbo_terms(digits_run):
     r = invoke("evaluate", "--workdir", digits_run, "--num-examples", "4", "--batch-size", "4",
-               "--rtol", "1e-3", "--atol", "1e-3", "--json")
+               "--rtol", "1e-2", "--atol", "1e-2", "--json")
     assert r.exit_code == 0, r.output
     rep = last_json(r)
     ll = rep["likelihood"]
     assert ll["bpd"] == pytest.approx(ll["bpd_prior_T"] + ll["bpd_ode"] + ll["bpd_offset"], rel=1e-6)
-    assert ll["bpd_offset"] == 7.0 and rep["nfe_mean"] > 0 and rep["rtol"] == 1e-3
+    assert ll["bpd_offset"] == 7.0 and rep["nfe_mean"] > 0 and rep["rtol"] == 1e-2
     assert np.isfinite(rep["elbo"]["elbo"]) and "bits/dim" in r.output
 
 
 def test_toy_train_sample_evaluate(tmp_path):
     run = tmp_path / "toy"
     r = invoke("train", "--dataset", "gmm2d", "--T", "0.6", "--workdir", run, "--steps", "5",
-               "--batch-size", "32", "--width", "16", "--no-progress")
+               "--batch-size", "32", "--width", "16", "--no-progress", "--sample-grid", "0")
     assert r.exit_code == 0, r.output
     r = invoke("sample", "--workdir", run, "--sampler", "ode", "--num", "16", "--json")
     assert r.exit_code == 0 and last_json(r)["png"].endswith(".png")

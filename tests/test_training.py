@@ -12,7 +12,7 @@ TINY = config.RunConfig(
     data=config.DataConfig(dataset="digits"),
     model=config.ModelConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)),
     train=config.TrainConfig(steps=6, batch_size=8, lr=1e-3, warmup=2, ema_decay=0.99, checkpoint_every=100,
-                             log_every=2))
+                             log_every=2, sample_grid=0))
 
 
 def weights(run_dir):
