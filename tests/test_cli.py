@@ -51,7 +51,7 @@ def test_train_resumes_with_a_larger_budget(digits_run, tmp_path):
     import shutil
     run = tmp_path / "copy"
     shutil.copytree(digits_run, run)
-    r = invoke("train", "--workdir", run, "--steps", "6", "--no-progress", "--json")
+    r = invoke("train", "--workdir", run, "--steps", "6", "--no-progress", "--sample-grid", "0", "--json")
     assert r.exit_code == 0, r.output
     assert "from step 4 to 6" in r.output and last_json(r)["step"] == 6
 

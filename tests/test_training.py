@@ -20,12 +20,18 @@ def weights(run_dir):
     return [v.numpy() for v in load_run(run_dir).net.trainable_variables]
 
 
-def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path):
-    training.train(TINY, tmp_path / "full", progress=False, log=lambda *_: None)
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("train") / "full"
+    training.train(TINY, path, progress=False, log=lambda *_: None)
+    return path
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted_run(full_run, tmp_path):
     training.train(TINY, tmp_path / "split", progress=False, stop_after=3, log=lambda *_: None)
     assert checkpoints.latest(tmp_path / "split").endswith("ckpt-3")
     training.train(TINY, tmp_path / "split", progress=False, log=lambda *_: None)
-    for a, b in zip(weights(tmp_path / "full"), weights(tmp_path / "split")):
+    for a, b in zip(weights(full_run), weights(tmp_path / "split")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [int(l.split('"step": ')[1].split(",")[0]) for l in lines] == [2, 3, 4, 6]
@@ -62,12 +68,12 @@ def test_batches_are_a_function_of_the_step_and_cover_each_epoch():
     assert sorted(decode(np.concatenate(first[2:]))) == list(range(10))
 
 
-def test_resume_with_other_settings_is_refused(tmp_path):
-    training.train(dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, steps=1)), tmp_path,
-                   progress=False, log=lambda *_: None)
+def test_resume_with_other_settings_is_refused(full_run):
     other = dataclasses.replace(TINY, sde=dataclasses.replace(TINY.sde, T=1.0))
+    before = (full_run / "config.json").read_text()
     with pytest.raises(ValueError, match=r"other settings \(sde.T: 0.4 there, 1.0 asked\)"):
-        training.train(other, tmp_path, progress=False)
+        training.train(other, full_run, progress=False)
+    assert (full_run / "config.json").read_text() == before
 
 
 def test_batch_larger_than_data_is_refused(tmp_path):
