@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from shortdiff_tf import checkpoints, data as data_lib, ode, training
+from shortdiff_tf.config import RunConfig
 from shortdiff_tf.priors import GaussianMixture, GaussianPrior
 from shortdiff_tf.priors.glow import GlowPrior
 from shortdiff_tf.progress import Progress
@@ -305,18 +306,12 @@ def load_prior(run_dir):
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"cannot read the prior {path} ({type(err).__name__}); refit it with "
                              f"`shortdiff fit-prior`") from None
-    run_cfg = load_run_config(run_dir)
-    prior = build_glow(pcfg, run_cfg.data.shape)
+    prior = build_glow(pcfg, RunConfig.load(run_dir).data.shape)
     path = tf.train.latest_checkpoint(str(out / "checkpoints"))
     if path is None:
         raise FileNotFoundError(f"{out} has no Glow checkpoint; refit it with `shortdiff fit-prior`")
     checkpoints.restore(tf.train.Checkpoint(prior=prior), path, partial=True)
     return prior, pcfg
-
-
-def load_run_config(run_dir):
-    from shortdiff_tf.config import RunConfig
-    return RunConfig.load(run_dir)
 
 
 PRIOR_CHOICES = ("auto", "aux", "noise")

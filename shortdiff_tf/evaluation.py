@@ -54,14 +54,12 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
         parts.append(ll)
         nfes.append(ll.nfe)
     seconds = time.perf_counter() - start
-    prior_logp = tf.concat([p.prior_logp for p in parts], 0)
-    delta = tf.concat([p.delta_logp for p in parts], 0)
     dim = math.prod(run.shape)
     report = {"dataset": dataset or run.cfg.data.dataset, "split": split_name, "num_examples": len(arr),
               "T": sde.T, "eps": sde.eps, "rtol": rtol, "atol": atol, "divergence": divergence,
               "nfe_mean": float(np.mean(nfes)), "seconds": seconds, "checkpoint_step": run.step,
               "prior": prior_name, "dim": dim}
-    report["likelihood"] = _likelihood_terms(prior_logp, delta, dim, arr.dtype == np.uint8)
+    report["likelihood"] = _likelihood_terms(parts, arr.dtype == np.uint8)
     is_image = arr.dtype == np.uint8
     priors = {"noise": sde.prior(run.shape)}
     if prior_name != "noise":
@@ -73,17 +71,15 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     return report
 
 
-def _likelihood_terms(prior_logp, delta, dim: int, is_image: bool) -> dict:
-    """Means and standard errors; for images, bits/dim = prior_T + ode + offset."""
-    n = int(prior_logp.shape[0])
-    sem = lambda v: float(tf.math.reduce_std(v)) / math.sqrt(max(n - 1, 1))
-    logp = prior_logp + delta
-    out = {"log_prob": float(tf.reduce_mean(logp)), "log_prob_sem": sem(logp),
-           "prior_logp": float(tf.reduce_mean(prior_logp)), "delta_logp": float(tf.reduce_mean(delta))}
+def _likelihood_terms(parts, is_image: bool) -> dict:
+    """Means and standard errors over all batches; for images the BitsPerDim terms as well."""
+    ll = likelihood.concatenate(parts)
+    n = int(ll.log_prob.shape[0])
+    out = {"log_prob": float(tf.reduce_mean(ll.log_prob)),
+           "log_prob_sem": float(tf.math.reduce_std(ll.log_prob)) / math.sqrt(max(n - 1, 1)),
+           "prior_logp": float(tf.reduce_mean(ll.prior_logp)), "delta_logp": float(tf.reduce_mean(ll.delta_logp))}
     if is_image:
-        c = -1.0 / (dim * math.log(2.0))
-        offset = likelihood.dequantization_offset(data_lib.RANGE)
-        out.update(bpd=float(tf.reduce_mean(c * logp)) + offset, bpd_sem=sem(c * logp),
-                   bpd_prior_T=float(tf.reduce_mean(c * prior_logp)), bpd_ode=float(tf.reduce_mean(c * delta)),
-                   bpd_offset=offset)
+        b = likelihood.bits_per_dim(ll, data_range=data_lib.RANGE).summary()
+        out.update(bpd=b["bpd"], bpd_sem=b["bpd_sem"], bpd_prior_T=b["prior_T"], bpd_ode=b["ode"],
+                   bpd_offset=b["offset"])
     return out

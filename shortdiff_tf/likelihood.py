@@ -115,6 +115,15 @@ def ode_log_likelihood(sde, score_fn, prior, x0, seed=0, **options) -> LogLikeli
     return LikelihoodEstimator(sde, score_fn, prior, **options)(x0, seed)
 
 
+def concatenate(parts) -> LogLikelihood:
+    """Join the per-batch results of one evaluation (NFE: the mean over batches)."""
+    cat = lambda name: tf.concat([getattr(p, name) for p in parts], 0)
+    first = parts[0]
+    return dataclasses.replace(first, log_prob=cat("log_prob"), prior_logp=cat("prior_logp"),
+                               delta_logp=cat("delta_logp"), x_T=cat("x_T"),
+                               nfe=int(round(sum(p.nfe for p in parts) / len(parts))))
+
+
 # ---- bits per dimension -----------------------------------------------------------------
 def dequantization_offset(data_range: float, bits: int = 8) -> float:
     """Bits/dim offset from the density of scaled continuous data to 2^bits-level bins.

@@ -201,11 +201,11 @@ def _loop(cfg, run_dir, state, manager, strategy, start, stop, array, progress) 
     writer = tf.summary.create_file_writer(str(run_dir / "tb"))
     bar = Progress(stop, start, enabled=progress)
     metrics_path, t0, last = run_dir / "metrics.jsonl", time.perf_counter(), (start, time.perf_counter())
-    loss = float("nan")
+    loss, step = float("nan"), start
     try:
         for batch in dist:
             loss_t, norm_t = step_fn(batch)
-            step = int(state.step.numpy())
+            step += 1                               # no device read per step
             if step % cfg.train.log_every == 0 or step == stop:
                 loss, rate, last = float(loss_t), _rate(cfg, last, step), (step, time.perf_counter())
                 if not math.isfinite(loss):
