@@ -182,7 +182,46 @@ def _evaluate_lines(r: dict):
     return lines
 
 
+@click.command()
+@click.option("--workdir", type=click.Path(), required=True, help="A trained run directory.")
+@click.option("--out", type=click.Path(), default=None,
+              help="SavedModel directory  [default: saved_models/<run name>/<next version>].")
+@click.option("--T", "T", type=T_RANGE, default=None, help="Export with a shorter T than trained (p_noise prior).")
+@click.option("--rtol", type=click.FloatRange(0, min_open=True), default=1e-5, help="ODE relative tolerance (bpd, ode sampler).")
+@click.option("--atol", type=click.FloatRange(0, min_open=True), default=1e-5, help="ODE absolute tolerance.")
+@prior_option
+@json_option
+@friendly
+def export(workdir, out, T, rtol, atol, prior, as_json):
+    """One SavedModel for TF Serving with sample, bpd, log_prob, score and metadata signatures.
+    e.g.  shortdiff export --workdir runs/digits-vp-T0.4"""
+    from shortdiff_tf.export import export_run
+    r = export_run(workdir, out, prior, T, rtol, atol)
+    report(r, as_json, [f"exported {workdir} (step {r['checkpoint_step']}, T={r['T']:g}, prior {r['prior']}) "
+                        f"in {r['seconds']:.0f} s",
+                        f"wrote {r['out']} with signatures {', '.join(r['signatures'])}"])
+
+
+@click.command("train-classifier")
+@click.option("--dataset", default="digits", help="A labelled image data set (digits, a TFDS name, a .npz with labels).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to save it  [default: classifiers/<dataset>.keras].")
+@click.option("--epochs", type=click.IntRange(1), default=30, help="Training epochs.")
+@click.option("--seed", type=int, default=0, help="Seed of weights and data order.")
+@json_option
+@friendly
+def train_classifier(dataset, data_dir, out, epochs, seed, as_json):
+    """The offline feature extractor for FID/KID: a small CNN on the labelled training split.
+    e.g.  shortdiff train-classifier --dataset digits"""
+    from shortdiff_tf.quality import train_classifier as train_fn
+    out = out or str(Path("classifiers") / f"{Path(dataset).stem}.keras")
+    r = train_fn(dataset, out, epochs=epochs, seed=seed, data_dir=data_dir, log=lambda *_: None)
+    report(r, as_json, [f"classifier on {dataset}: test accuracy {r['test_accuracy']:.4f} "
+                        f"({r['test_examples']} images) -> {r['out']}"])
+
+
 def register(group):
-    for cmd in (train, fit_prior, sample, evaluate):
+    for cmd in (train, fit_prior, sample, evaluate, export, train_classifier):
         group.add_command(cmd)
     return group

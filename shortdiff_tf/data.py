@@ -26,6 +26,7 @@ class ArrayData:
     name: str
     split: str
     array: np.ndarray
+    labels: Optional[np.ndarray] = None       # int class labels [N] when the source has them
 
     @property
     def is_image(self) -> bool:
@@ -44,11 +45,11 @@ def load(dataset: str, split: str = "train", data_dir: Optional[str] = None, dow
     if dataset in toy.TOY:
         return ArrayData(dataset, split, _toy(dataset, split))
     if dataset == "digits":
-        return ArrayData(dataset, split, _digits(split))
+        return ArrayData(dataset, split, *_digits(split))
     path = Path(dataset)
     if dataset.endswith(".npz") or path.is_dir():
-        return ArrayData(path.stem, split, _local(path))
-    return ArrayData(dataset, split, _tfds(dataset, split, data_dir, download))
+        return ArrayData(path.stem, split, *_local(path))
+    return ArrayData(dataset, split, *_tfds(dataset, split, data_dir, download))
 
 
 def _toy(name: str, split: str) -> np.ndarray:
@@ -58,27 +59,32 @@ def _toy(name: str, split: str) -> np.ndarray:
     return toy.get_toy(name).sample(TOY_SIZES[split], seed).numpy().astype(np.float32)
 
 
-def _digits(split: str) -> np.ndarray:
+def _digits(split: str):
     """scikit-learn's 1,797 bundled 8x8 digits (levels 0..16 -> 0..255); 1,500 train / 297 test."""
     from sklearn.datasets import load_digits
     if split not in ("train", "test"):
         raise ValueError(f"digits has splits train and test; got {split!r}")
-    images = load_digits().images                                    # [1797, 8, 8] in 0..16
-    order = np.random.RandomState(0).permutation(len(images))
-    images = np.round(images[order] * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    return images[:1500] if split == "train" else images[1500:]
+    bunch = load_digits()                                            # images [1797, 8, 8] in 0..16
+    order = np.random.RandomState(0).permutation(len(bunch.images))
+    images = np.round(bunch.images[order] * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = bunch.target[order].astype(np.int64)
+    part = slice(0, 1500) if split == "train" else slice(1500, None)
+    return images[part], labels[part]
 
 
-def _local(path: Path) -> np.ndarray:
+def _local(path: Path):
+    """An image folder (no labels) or a .npz with images/x/arr_0 and optionally labels/y."""
     if not path.exists():
         raise FileNotFoundError(f"data not found: {path} does not exist")
     if path.is_dir():
-        return _image_folder(path)
+        return _image_folder(path), None
     with np.load(path) as f:
         key = next((k for k in ("images", "x", "arr_0") if k in f.files), None)
         if key is None:
             raise ValueError(f"{path} has no array named images, x or arr_0 (found: {', '.join(f.files)})")
-        return _as_images(f[key], str(path))
+        label_key = next((k for k in ("labels", "y") if k in f.files), None)
+        labels = f[label_key].astype(np.int64).reshape(-1) if label_key else None
+        return _as_images(f[key], str(path)), labels
 
 
 def _image_folder(path: Path) -> np.ndarray:
@@ -125,7 +131,9 @@ def _tfds(name: str, split: str, data_dir: Optional[str], download: bool) -> np.
         raise ValueError(f"TFDS data set {name!r} has no split {split!r} ({err})") from None
     if "image" not in builder.info.features:
         raise ValueError(f"TFDS data set {name!r} has no 'image' feature")
-    return _as_images(np.stack([ex["image"] for ex in tfds.as_numpy(ds)]), f"tfds:{name}")
+    examples = list(tfds.as_numpy(ds))
+    labels = np.array([ex["label"] for ex in examples], np.int64) if "label" in builder.info.features else None
+    return _as_images(np.stack([ex["image"] for ex in examples]), f"tfds:{name}"), labels
 
 
 def to_uint8(x) -> np.ndarray:

@@ -1,0 +1,185 @@
+"""Sample quality without downloads: Fréchet distance (FID) and kernel distance (KID) on the
+features of an injectable extractor.
+
+  FD(N(mu1, C1), N(mu2, C2)) = |mu1 - mu2|² + tr C1 + tr C2 - 2 tr (C1^{1/2} C2 C1^{1/2})^{1/2}
+  KID = unbiased MMD² with the cubic kernel k(a, b) = (a·b / d + 1)³, averaged over subsets
+        (Bińkowski et al. 2018)
+
+An extractor is any callable uint8 images [N, H, W, C] -> float features [N, F] with a ``name``.
+Two are provided: the penultimate layer of a small classifier trained on the labelled training
+split (``train_classifier``; offline, so tests and this machine can use it) and InceptionV3 pool
+features when its weights file is available locally (``inception_extractor``).  FIDs from
+different extractors or sample counts are not comparable, so every report carries both.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+Extractor = Callable[[np.ndarray], np.ndarray]
+
+
+# ---- the two distances --------------------------------------------------------------------
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """Fréchet (2-Wasserstein) distance² between two Gaussians; the matrix square root is taken
+    through the symmetric form C1^{1/2} C2 C1^{1/2}, whose eigenvalues are real and >= 0."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
+    root1 = _psd_sqrt(cov1)
+    cross = np.linalg.eigvalsh(root1 @ cov2 @ root1)
+    trace_cross = np.sum(np.sqrt(np.clip(cross, 0.0, None)))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_cross)
+
+
+def _psd_sqrt(c: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((c + c.T) / 2.0)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def gaussian_stats(features: np.ndarray):
+    """Mean and (unbiased) covariance of features [N, F]."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"features must be [N >= 2, F]; got shape {f.shape}")
+    return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
+    return frechet_distance(*gaussian_stats(f1), *gaussian_stats(f2))
+
+
+def kernel_distance(f1: np.ndarray, f2: np.ndarray, subsets: int = 10, subset_size: int = 1000,
+                    seed: int = 0):
+    """KID: unbiased MMD² with the cubic polynomial kernel, mean and std over random subsets."""
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    m = min(subset_size, len(f1), len(f2))
+    if m < 2:
+        raise ValueError("KID needs at least 2 samples on each side")
+    rng = np.random.RandomState(seed)
+    vals = [_mmd2(f1[rng.choice(len(f1), m, replace=False)], f2[rng.choice(len(f2), m, replace=False)])
+            for _ in range(subsets)]
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def _mmd2(a: np.ndarray, b: np.ndarray) -> float:
+    d, m = a.shape[1], a.shape[0]
+    kaa, kbb, kab = ((a @ a.T) / d + 1) ** 3, ((b @ b.T) / d + 1) ** 3, ((a @ b.T) / d + 1) ** 3
+    off = lambda k: (k.sum() - np.trace(k)) / (m * (m - 1))
+    return float(off(kaa) + off(kbb) - 2.0 * kab.mean())
+
+
+def sample_quality(samples: np.ndarray, reference: np.ndarray, extractor: Extractor,
+                   batch_size: int = 256) -> dict:
+    """FID and KID of uint8 ``samples`` against uint8 ``reference`` images, with what they rest on."""
+    f_s, f_r = features(extractor, samples, batch_size), features(extractor, reference, batch_size)
+    kid, kid_std = kernel_distance(f_s, f_r)
+    return {"fid": fid_from_features(f_s, f_r), "kid": kid, "kid_std": kid_std, "num_samples": len(samples),
+            "num_reference": len(reference), "extractor": getattr(extractor, "name", type(extractor).__name__),
+            "feature_dim": int(f_s.shape[1])}
+
+
+def features(extractor: Extractor, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.concatenate([np.asarray(extractor(images[i: i + batch_size]))
+                           for i in range(0, len(images), batch_size)], 0)
+
+
+# ---- extractors -------------------------------------------------------------------------
+class ClassifierFeatures:
+    """Penultimate-layer features of a classifier saved by ``train_classifier`` (a .keras file)."""
+
+    def __init__(self, path):
+        import keras
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"classifier {path} not found; train one with "
+                                    f"`shortdiff train-classifier --out {path}`")
+        try:
+            model = keras.saving.load_model(path)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable classifier ({type(err).__name__}); "
+                             f"retrain it with `shortdiff train-classifier --out {path}`") from None
+        self.image_shape = tuple(model.input_shape[1:])
+        self.model = keras.Model(model.inputs[0], model.get_layer("features").output)
+        self.name = f"classifier:{path.name}"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"the classifier takes images {list(self.image_shape)}; got {list(images.shape[1:])}")
+        return np.asarray(self.model(_unit(images), training=False))
+
+
+def inception_extractor(weights: str):
+    """InceptionV3 2048-d pool features from a local weights file (no download is attempted)."""
+    import keras
+    import tensorflow as tf
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"InceptionV3 weights {weights} not found; copy the Keras "
+                                f"'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5' there, "
+                                f"or use a classifier from `shortdiff train-classifier`")
+    net = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights)
+
+    def extract(images: np.ndarray) -> np.ndarray:
+        x = tf.image.resize(tf.cast(images, tf.float32), (299, 299))
+        x = tf.tile(x, [1, 1, 1, 3]) if x.shape[-1] == 1 else x[..., :3]
+        return np.asarray(net(x / 127.5 - 1.0, training=False))
+
+    extract.name = "inception_v3"
+    return extract
+
+
+def load_extractor(spec: str) -> Extractor:
+    """``inception:PATH`` or the path of a classifier saved by ``train_classifier``."""
+    if spec.startswith("inception:"):
+        return inception_extractor(spec.split(":", 1)[1])
+    return ClassifierFeatures(spec)
+
+
+def _unit(images: np.ndarray):
+    return np.asarray(images, np.float32) / 255.0
+
+
+# ---- the offline classifier ---------------------------------------------------------------
+def build_classifier(shape, num_classes: int, width: int = 32, feature_dim: int = 128, seed: int = 0):
+    """A small CNN: two conv stages (the second strided), global pooling, a 'features' layer."""
+    import keras
+    from keras import layers
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape)
+    h = layers.Conv2D(width, 3, padding="same", activation="relu")(inp)
+    h = layers.Conv2D(width, 3, padding="same", activation="relu")(h)
+    h = layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu")(h)
+    h = layers.Conv2D(2 * width, 3, padding="same", activation="relu")(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    h = layers.Dense(feature_dim, activation="relu", name="features")(h)
+    out = layers.Dense(num_classes, name="logits")(h)
+    return keras.Model(inp, out)
+
+
+def train_classifier(dataset: str, out, epochs: int = 30, batch_size: int = 64, lr: float = 2e-3,
+                     seed: int = 0, data_dir: Optional[str] = None, log=print) -> dict:
+    """Train the feature classifier on the labelled training split; report test accuracy."""
+    import keras
+    from shortdiff_tf import data as data_lib
+    out = Path(out)
+    if out.suffix != ".keras":
+        raise ValueError(f"--out must end in .keras; got {out}")
+    train = data_lib.load(dataset, "train", data_dir)
+    if not train.is_image or train.labels is None:
+        raise ValueError(f"{dataset!r} has no labelled images; the classifier needs (image, label) pairs")
+    test = data_lib.load(dataset, "test", data_dir)
+    classes = int(max(train.labels.max(), test.labels.max() if test.labels is not None else 0)) + 1
+    model = build_classifier(train.shape, classes, seed=seed)
+    model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(_unit(train.array), train.labels, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
+    _, acc = model.evaluate(_unit(test.array), test.labels, verbose=0) if test.labels is not None else (0, math.nan)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".partial.keras")
+    model.save(tmp)
+    tmp.replace(out)                                   # never a half-written classifier
+    log(f"classifier on {dataset}: test accuracy {acc:.4f} ({len(test)} images) -> {out}")
+    return {"out": str(out), "dataset": dataset, "test_accuracy": float(acc), "classes": classes,
+            "epochs": epochs, "train_examples": len(train), "test_examples": len(test)}
