@@ -25,12 +25,13 @@ def load_eval_data(run, dataset: Optional[str], split_name: str, num_examples: i
     return arr[:num_examples]
 
 
-def to_model_space(arr: np.ndarray, seed) -> tf.Tensor:
-    """Uniformly dequantised, scaled images (or toy vectors as they are), float32."""
-    if arr.dtype != np.uint8:
-        return tf.constant(arr, tf.float32)
-    u = tf.random.stateless_uniform(arr.shape, as_seed(seed))
-    return data_lib.dequantize(tf.constant(arr), u)
+def to_model_space(arr, seed) -> tf.Tensor:
+    """Uniformly dequantised, scaled images (or toy vectors as they are), float32; graph-safe."""
+    arr = tf.convert_to_tensor(arr)
+    if arr.dtype != tf.uint8:
+        return tf.cast(arr, tf.float32)
+    u = tf.random.stateless_uniform(tf.shape(arr), as_seed(seed))
+    return data_lib.dequantize(arr, u)
 
 
 def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test", num_examples: int = 64,

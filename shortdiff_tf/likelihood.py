@@ -87,11 +87,15 @@ class LikelihoodEstimator:
         if hasattr(self.prior, "event_shape") and x0.shape[1:].as_list() != list(self.prior.event_shape):
             raise ValueError(f"data shape {x0.shape[1:].as_list()} does not match the model's "
                              f"shape {list(self.prior.event_shape)}")
-        z = probe_noise(tf.shape(x0), as_seed(seed), self.probe, x0.dtype)
-        x_T, delta, nfe = self._solve(x0, z)
-        prior_logp = tf.cast(self.prior.log_prob(x_T), x0.dtype)
+        x_T, prior_logp, delta, nfe = self.terms(x0, seed)
         return LogLikelihood(prior_logp + delta, prior_logp, delta, x_T, int(nfe), self.sde.T,
                              self.sde.eps, self.rtol, self.atol, self.divergence)
+
+    def terms(self, x0, seed):
+        """Graph-safe: -> (x_T, log prior(x_T), delta log p, nfe) as tensors."""
+        z = probe_noise(tf.shape(x0), as_seed(seed), self.probe, x0.dtype)
+        x_T, delta, nfe = self._solve(x0, z)
+        return x_T, tf.cast(self.prior.log_prob(x_T), x0.dtype), delta, nfe
 
     def _solve_impl(self, x0, z):
         ones = tf.ones(tf.shape(x0)[:1], x0.dtype)

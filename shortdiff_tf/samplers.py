@@ -139,8 +139,7 @@ class Sampler:
     def __call__(self, num_samples: int, seed, steps: Optional[int] = None, x_T=None) -> SampleResult:
         seed = as_seed(seed)
         if x_T is None:
-            x_T = self.prior.sample(tf.constant(num_samples, tf.int32), split(seed, 0),
-                                    temperature=self.config.temperature)
+            x_T = self.draw_prior(tf.constant(num_samples, tf.int32), seed)
         x_T = tf.convert_to_tensor(x_T)
         if self.config.method == "ode":
             x, nfe = self._ode(x_T)
@@ -148,6 +147,21 @@ class Sampler:
         steps = int(steps or self.default_steps())
         x = self._pc(x_T, split(seed, 1), tf.constant(steps, tf.int32))
         return SampleResult(x, steps * self.config.nfe_per_step())
+
+    def draw_prior(self, num_samples, seed):
+        """x_T ~ prior (at the configured temperature) from the seed's first child."""
+        return self.prior.sample(num_samples, split(seed, 0), temperature=self.config.temperature)
+
+    def run(self, num_samples, seed, steps):
+        """Graph-safe form of ``__call__`` (int32 tensors in; (x, nfe int32) out), the same draws
+        for the same seed; the ODE ignores ``steps``.  Used inside exported SavedModels."""
+        seed = as_seed(seed)
+        x_T = self.draw_prior(num_samples, seed)
+        if self.config.method == "ode":
+            x, nfe = self._ode(x_T)
+            return x, tf.cast(nfe, tf.int32)
+        steps = tf.cast(steps, tf.int32)
+        return self._pc(x_T, split(seed, 1), steps), steps * self.config.nfe_per_step()
 
     def _pc_loop(self, x, seed, steps):
         """Corrector then predictor at each t_i of the grid T = t_0 > ... > t_n = eps."""

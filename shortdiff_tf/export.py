@@ -1,0 +1,190 @@
+"""One SavedModel for TF Serving that samples and scores inside the graph (DESIGN.md section 6).
+
+Signatures (N = batch, [S] = the run's data shape, e.g. [8, 8, 1]):
+
+  serving_default = sample(num_samples int32 [], seed int32 [2], steps int32 [], sampler string [])
+      -> x float32 [N, S] (model space), nfe int32 []; image runs also
+         images uint8 [N, S] and images_float float32 [N, S] in [0, 1].
+      sampler: "em" | "pc" | "ode" (the ODE ignores steps).  The whole reverse process from T
+      runs in the graph, starting from the auxiliary prior when one is exported, else p_noise.
+  log_prob(x float32 [N, S], seed int32 [2]) -> log_prob, prior_logp, delta_logp [N], nfe int32 []
+      PF-ODE log-likelihood in model space, one seeded Hutchinson probe.
+  bpd(images uint8 [N, S], seed int32 [2])                              (image runs)
+      -> bpd, bpd_prior_T, bpd_ode [N], offset [], nfe int32 []
+      bits/dim = bpd_prior_T + bpd_ode + offset after uniform dequantisation (seed child 0,
+      probe seed child 1: the draws ``shortdiff evaluate`` makes for a batch).
+  score(x float32 [N, S], t float32 [N]) -> score float32 [N, S]
+  metadata() -> metadata string []: JSON with the SDE, T, eps, shape, prior, solver tolerances,
+      checkpoint step and versions.
+
+The module tracks the Keras 3 network's variables as ``[v.value for v in net.variables]``, not
+the model: a Keras 3 model held by a ``tf.Module`` reloads with ``tf.saved_model.load`` but not
+under the TF1 session loader that TF Serving and ``saved_model_cli run`` use.  The Glow prior's
+variables are tracked the same way, so loading needs neither Keras nor TFP.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import tensorflow as tf
+
+from shortdiff_tf import data as data_lib, likelihood, samplers
+from shortdiff_tf.aux_prior import load_prior, resolve_prior
+from shortdiff_tf.evaluation import to_model_space
+from shortdiff_tf.generate import sampler_config
+from shortdiff_tf.runs import Run, load_run
+from shortdiff_tf.seeds import split
+
+SAMPLERS = ("em", "pc", "ode")
+EXPORT_ROOT = Path("saved_models")
+# Keep graph functions as calls: the TF1 session loader (TF Serving, saved_model_cli run) would
+# otherwise inline every U-Net copy of the ODE solver into one graph, and grappler then takes
+# tens of minutes to constant-fold it (measured: > 11 min for `bpd`).
+NOINLINE = {"_noinline": True}
+
+
+class ServingModule(tf.Module):
+    """The score network, the prior at T and the samplers/likelihood as graph functions."""
+
+    def __init__(self, run: Run, prior, prior_name: str, T: float, rtol: float, atol: float):
+        super().__init__(name="shortdiff")
+        sde = run.sde(T)
+        # one traced score graph that every sampler and the likelihood call (a small SavedModel)
+        score_fn = tf.function(run.score_fn(T), experimental_attributes=NOINLINE, input_signature=[
+            tf.TensorSpec((None,) + tuple(run.shape), tf.float32), tf.TensorSpec((None,), tf.float32)])
+        self.score_variables = [v.value for v in run.net.variables]
+        self.prior_variables = list(getattr(prior, "variables", ()))
+        self._shape, self._is_image = tuple(run.shape), len(run.shape) == 3
+        self._score_fn = score_fn
+        self._samplers = tuple(samplers.Sampler(sde, score_fn, prior, sampler_config(n)) for n in SAMPLERS)
+        self._estimator = likelihood.LikelihoodEstimator(sde, score_fn, prior, rtol, atol, "hutchinson")
+        self._metadata = json.dumps(metadata(run, prior_name, sde, rtol, atol), sort_keys=True)
+
+    def signatures(self) -> dict:
+        x_spec = tf.TensorSpec((None,) + self._shape, tf.float32, name="x")
+        seed = tf.TensorSpec((2,), tf.int32, name="seed")
+        scalar = lambda name: tf.TensorSpec((), tf.int32, name=name)
+        graph_fn = lambda f: tf.function(f, experimental_attributes=NOINLINE)
+        sample = graph_fn(self.sample).get_concrete_function(
+            scalar("num_samples"), seed, scalar("steps"), tf.TensorSpec((), tf.string, name="sampler"))
+        sigs = {"serving_default": sample, "sample": sample,
+                "log_prob": graph_fn(self.log_prob).get_concrete_function(x_spec, seed),
+                "score": graph_fn(self.score).get_concrete_function(
+                    x_spec, tf.TensorSpec((None,), tf.float32, name="t")),
+                "metadata": graph_fn(self.metadata).get_concrete_function()}
+        if self._is_image:
+            images = tf.TensorSpec((None,) + self._shape, tf.uint8, name="images")
+            sigs["bpd"] = graph_fn(self.bpd).get_concrete_function(images, seed)
+        return sigs
+
+    def sample(self, num_samples, seed, steps, sampler):
+        num_samples, steps, sampler = (_checked(v, (), n) for v, n in ((num_samples, "num_samples"), (steps, "steps"),
+                                                                        (sampler, "sampler")))
+        seed = _checked(seed, (2,), "seed")
+        match = tf.equal(tf.constant(SAMPLERS), sampler)
+        checks = [tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1"),
+                  tf.debugging.assert_positive(steps, message="steps must be >= 1 (the ode sampler ignores it)"),
+                  tf.debugging.assert_equal(tf.reduce_any(match), True,
+                                            message=f"sampler must be one of {', '.join(SAMPLERS)}")]
+        with tf.control_dependencies(checks):           # before any sampling op runs
+            index = tf.argmax(tf.cast(match, tf.int32), output_type=tf.int32)
+            num_samples = tf.identity(num_samples)
+        branches = [lambda s=s: s.run(num_samples, seed, steps) for s in self._samplers]
+        x, nfe = tf.switch_case(index, branches)
+        out = {"x": x, "nfe": nfe}
+        if self._is_image:
+            bins = tf.floor((tf.cast(x, tf.float64) - data_lib.LOW) / data_lib.RANGE * data_lib.LEVELS)
+            out["images"] = tf.cast(tf.clip_by_value(bins, 0, data_lib.LEVELS - 1), tf.uint8)   # = data.to_uint8
+            out["images_float"] = tf.clip_by_value((x - data_lib.LOW) / data_lib.RANGE, 0.0, 1.0)
+        return out
+
+    def log_prob(self, x, seed):
+        x, seed = _checked(x, (None,) + self._shape, "x"), _checked(seed, (2,), "seed")
+        _, prior_logp, delta, nfe = self._estimator.terms(x, seed)
+        return {"log_prob": prior_logp + delta, "prior_logp": prior_logp, "delta_logp": delta,
+                "nfe": tf.cast(nfe, tf.int32)}
+
+    def bpd(self, images, seed):
+        """bits/dim = -(log nu(x_T) + delta) / (D ln 2) + offset of the dequantised images."""
+        images, seed = _checked(images, (None,) + self._shape, "images"), _checked(seed, (2,), "seed")
+        x = to_model_space(images, split(seed, 0))
+        _, prior_logp, delta, nfe = self._estimator.terms(x, split(seed, 1))
+        scale = -1.0 / (math.prod(self._shape) * math.log(2.0))
+        offset = likelihood.dequantization_offset(data_lib.RANGE)
+        return {"bpd": scale * (prior_logp + delta) + offset, "bpd_prior_T": scale * prior_logp,
+                "bpd_ode": scale * delta, "offset": tf.constant(offset, tf.float32), "nfe": tf.cast(nfe, tf.int32)}
+
+    def score(self, x, t):
+        x, t = _checked(x, (None,) + self._shape, "x"), _checked(t, (None,), "t")
+        tf.debugging.assert_equal(tf.shape(t)[0], tf.shape(x)[0], message="t must have one time per row of x")
+        return {"score": self._score_fn(x, t)}
+
+    def metadata(self):
+        return {"metadata": tf.constant(self._metadata)}
+
+
+def _checked(value, shape, name):
+    """A runtime shape check: a serving signature's declared shape is not enforced by the loaded
+    graph, and a wrong rank would otherwise reach a convolution and abort the process."""
+    return tf.ensure_shape(value, shape, name=f"check_{name}")
+
+
+def metadata(run: Run, prior_name: str, sde, rtol: float, atol: float) -> dict:
+    import importlib.metadata as im
+    versions = {}
+    for pkg in ("shortdiff", "tensorflow", "tensorflow-probability", "keras"):
+        try:
+            versions[pkg] = im.version(pkg)
+        except im.PackageNotFoundError:
+            pass
+    fitted = load_prior(run.run_dir) if prior_name != "noise" else None
+    return {"sde": type(sde).__name__, "T": sde.T, "eps": sde.eps, "shape": list(run.shape),
+            "prior": prior_name, "prior_config": fitted[1].__dict__ if fitted else None,
+            "bpd": {"rtol": rtol, "atol": atol, "divergence": "hutchinson", "probe": "rademacher",
+                    "data_range": data_lib.RANGE, "offset": likelihood.dequantization_offset(data_lib.RANGE)},
+            "samplers": list(SAMPLERS), "checkpoint_step": run.step, "run_config": json.loads(run.cfg.to_json()),
+            "run_dir": str(run.run_dir), "exported": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions}
+
+
+def default_out(run_dir, root=EXPORT_ROOT) -> Path:
+    """root/NAME/VERSION with NAME the run directory's name and VERSION the next integer."""
+    base = Path(root) / _name(Path(run_dir).resolve().name)
+    taken = [int(p.name) for p in base.glob("*") if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
+    return base / str(max(taken, default=0) + 1)
+
+
+def _name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", s) or "model"
+
+
+def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optional[float] = None,
+               rtol: float = 1e-5, atol: float = 1e-5) -> dict:
+    """Write the SavedModel to ``out`` (or the next version under saved_models/NAME); nothing is
+    left behind when it fails, and an existing directory is never overwritten."""
+    run = load_run(run_dir)
+    out = Path(out) if out else default_out(run_dir)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; pass another --out or remove it first")
+    prior_obj, T, prior_name = resolve_prior(run, prior, T)
+    start = time.perf_counter()
+    module = ServingModule(run, prior_obj, prior_name, T, rtol, atol)
+    sigs = module.signatures()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        # no custom gradients: TFP's ODE solver defines an adjoint gradient, and tracing it
+        # for the SavedModel would triple its size and export time; serving needs no gradients
+        tf.saved_model.save(module, str(tmp), signatures=sigs,
+                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+        tmp.replace(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"out": str(out), "signatures": sorted(sigs), "prior": prior_name, "T": T,
+            "checkpoint_step": run.step, "seconds": time.perf_counter() - start}
