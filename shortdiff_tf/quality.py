@@ -53,9 +53,10 @@ def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
 
 def kernel_distance(f1: np.ndarray, f2: np.ndarray, subsets: int = 10, subset_size: int = 1000,
                     seed: int = 0):
-    """KID: unbiased MMD² with the cubic polynomial kernel, mean and std over random subsets."""
+    """KID: unbiased MMD² with the cubic polynomial kernel, mean and std over random subsets
+    (of half the smaller set when that is below ``subset_size``, so that the subsets differ)."""
     f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
-    m = min(subset_size, len(f1), len(f2))
+    m = min(subset_size, len(f1) // 2, len(f2) // 2)
     if m < 2:
         raise ValueError("KID needs at least 2 samples on each side")
     rng = np.random.RandomState(seed)
