@@ -1,0 +1,67 @@
+"""The exported SavedModel against the library: load time, and images/s of ``sample`` at the same
+sampler, steps, batch and seed (target: the exported sampler within 10% of the library's).
+
+    python benchmarks/export.py --workdir RUN [--num 64] [--steps 100] [--repeats 5] [--out FILE]
+
+RUN is a trained run (with or without a fitted prior); it is exported to a temporary directory.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import timed, write  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--num", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--sampler", default="em", choices=["em", "pc"])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    import tensorflow as tf
+    from shortdiff_tf import export, samplers
+    from shortdiff_tf.aux_prior import resolve_prior
+    from shortdiff_tf.generate import sampler_config
+    from shortdiff_tf.runs import load_run
+
+    run = load_run(args.workdir)
+    prior, T, prior_name = resolve_prior(run, "auto")
+    smp = samplers.Sampler(run.sde(T), run.score_fn(T), prior, sampler_config(args.sampler))
+    lib_s, lib_times, lib = timed(lambda: smp(args.num, (1, 2), steps=args.steps).x.numpy(), args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = export.export_run(args.workdir, out=str(Path(tmp) / "m" / "1"))
+        loads = []
+        for _ in range(3):
+            start = time.perf_counter()
+            model = tf.saved_model.load(rep["out"])
+            loads.append(time.perf_counter() - start)
+        sig = model.signatures["sample"]
+        inputs = dict(num_samples=tf.constant(args.num), seed=tf.constant([1, 2]), steps=tf.constant(args.steps),
+                      sampler=tf.constant(args.sampler))
+        exp_s, exp_times, exp = timed(lambda: sig(**inputs)["x"].numpy(), args.repeats)
+    max_diff = float(abs(exp - lib).max())
+    ratio = exp_s / lib_s
+    print(f"library {args.num / lib_s:.1f} img/s, exported {args.num / exp_s:.1f} img/s, "
+          f"time ratio {ratio:.3f} (target <= 1.10), load {statistics.median(loads):.1f} s, "
+          f"max |diff| {max_diff:.2e}")
+    write("export", {"config": vars(args), "prior": prior_name, "T": T, "export_seconds": rep["seconds"],
+                     "load_seconds_median": statistics.median(loads), "load_seconds": loads,
+                     "library_seconds_median": lib_s, "library_seconds": lib_times,
+                     "exported_seconds_median": exp_s, "exported_seconds": exp_times,
+                     "library_images_per_s": args.num / lib_s, "exported_images_per_s": args.num / exp_s,
+                     "time_ratio_exported_over_library": ratio, "target_time_ratio": 1.10,
+                     "meets_target": ratio <= 1.10, "max_abs_difference": max_diff}, args.out)
+
+
+if __name__ == "__main__":
+    main()
