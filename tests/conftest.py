@@ -30,3 +30,22 @@ def make_sde(name, T, eps=1e-5):
 def _seed():
     tf.random.set_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def glow_run(tmp_path_factory):
+    """A tiny digits run at T = 0.4 (3 steps, 8 channels) with a tiny Glow prior fitted through
+    the CLI, shared by the prior and export tests (which only read it or copy it).
+    -> (run directory, the fit-prior --json report)."""
+    import json
+    from click.testing import CliRunner
+    from cli.main import cli
+    run = tmp_path_factory.mktemp("shared") / "digits"
+    invoke = lambda *a: CliRunner().invoke(cli, [str(x) for x in a], catch_exceptions=False)
+    r = invoke("train", "--T", "0.4", "--workdir", run, "--steps", "3", "--batch-size", "8", "--ch", "8",
+               "--no-progress", "--sample-grid", "0")
+    assert r.exit_code == 0, r.output
+    r = invoke("fit-prior", "--workdir", run, "--steps", "4", "--glow-steps", "1", "--glow-hidden", "8",
+               "--batch-size", "16", "--no-progress", "--json")
+    assert r.exit_code == 0, r.output
+    return run, json.loads(r.output.strip().splitlines()[-1])

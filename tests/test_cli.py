@@ -69,8 +69,8 @@ def test_sample_writes_png_and_npz(digits_run, sampler, tmp_path):
     assert (tmp_path / f"{sampler}.png").stat().st_size > 0
 
 
-def test_evaluate_reports_bits_per_dim_and_elbo_terms(digits_run):
-    r = invoke("evaluate", "--workdir", digits_run, "--num-examples", "4", "--batch-size", "4",
+def test_evaluate_reports_bits_per_dim_and_elbo_terms_with_both_priors(glow_run):
+    r = invoke("evaluate", "--workdir", glow_run[0], "--num-examples", "4", "--batch-size", "4",
                "--rtol", "1e-2", "--atol", "1e-2", "--json")
     assert r.exit_code == 0, r.output
     rep = last_json(r)
@@ -78,6 +78,9 @@ def test_evaluate_reports_bits_per_dim_and_elbo_terms(digits_run):
     assert ll["bpd"] == pytest.approx(ll["bpd_prior_T"] + ll["bpd_ode"] + ll["bpd_offset"], rel=1e-6)
     assert ll["bpd_offset"] == 7.0 and rep["nfe_mean"] > 0 and rep["rtol"] == 1e-2
     assert np.isfinite(rep["elbo"]["elbo"]) and "bits/dim" in r.output
+    assert rep["prior"] == "aux:glow" and "elbo_aux" in rep and "elbo_noise" in rep        # the run has a prior
+    assert rep["elbo_aux"]["I"] == rep["elbo_noise"]["I"]            # same draws, different prior term
+    assert "L_phi (aux)" in r.output and "L (p_noise)" in r.output
 
 
 def test_toy_train_sample_evaluate(tmp_path):

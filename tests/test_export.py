@@ -31,16 +31,9 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    run = root / "digits"
-    r = invoke("train", "--T", "0.4", "--workdir", run, "--steps", "3", "--batch-size", "8", "--ch", "8",
-               "--no-progress", "--sample-grid", "0")
-    assert r.exit_code == 0, r.output
-    r = invoke("fit-prior", "--workdir", run, "--steps", "3", "--glow-steps", "1", "--glow-hidden", "8",
-               "--batch-size", "8", "--no-progress")
-    assert r.exit_code == 0, r.output
-    out = root / "saved_models" / "digits" / "1"
+def exported(glow_run, tmp_path_factory):
+    run = glow_run[0]
+    out = tmp_path_factory.mktemp("export") / "saved_models" / "digits" / "1"
     r = invoke("export", "--workdir", run, "--out", out, "--json")
     assert r.exit_code == 0, r.output
     return run, out
