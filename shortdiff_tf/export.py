@@ -95,7 +95,10 @@ class ServingModule(tf.Module):
         with tf.control_dependencies(checks):           # before any sampling op runs
             index = tf.argmax(tf.cast(match, tf.int32), output_type=tf.int32)
             num_samples = tf.identity(num_samples)
-        branches = [lambda s=s: s.run(num_samples, seed, steps) for s in self._samplers]
+        # each branch one non-inlined call: a while loop lowered inside a case branch gets control
+        # edges from the branch pivot into its frame, which the TF1 loader rejects
+        runs = [tf.function(s.run, experimental_attributes=NOINLINE) for s in self._samplers]
+        branches = [lambda r=r: r(num_samples, seed, steps) for r in runs]
         x, nfe = tf.switch_case(index, branches)
         out = {"x": x, "nfe": nfe}
         if self._is_image:
