@@ -35,7 +35,7 @@ from typing import Optional
 import tensorflow as tf
 
 from shortdiff_tf import data as data_lib, likelihood, samplers
-from shortdiff_tf.aux_prior import load_prior, resolve_prior
+from shortdiff_tf.aux_prior import prior_dir, resolve_prior
 from shortdiff_tf.evaluation import to_model_space
 from shortdiff_tf.generate import sampler_config
 from shortdiff_tf.runs import Run, load_run
@@ -146,9 +146,9 @@ def metadata(run: Run, prior_name: str, sde, rtol: float, atol: float) -> dict:
             versions[pkg] = im.version(pkg)
         except im.PackageNotFoundError:
             pass
-    fitted = load_prior(run.run_dir) if prior_name != "noise" else None
+    prior_cfg = prior_dir(run.run_dir) / "config.json"          # the settings only; the prior is loaded
     return {"sde": type(sde).__name__, "T": sde.T, "eps": sde.eps, "shape": list(run.shape),
-            "prior": prior_name, "prior_config": fitted[1].__dict__ if fitted else None,
+            "prior": prior_name, "prior_config": json.loads(prior_cfg.read_text()) if prior_name != "noise" else None,
             "bpd": {"rtol": rtol, "atol": atol, "divergence": "hutchinson", "probe": "rademacher",
                     "data_range": data_lib.RANGE, "offset": likelihood.dequantization_offset(data_lib.RANGE)},
             "samplers": list(SAMPLERS), "checkpoint_step": run.step, "run_config": json.loads(run.cfg.to_json()),

@@ -138,15 +138,9 @@ class Sampler:
 
     def __call__(self, num_samples: int, seed, steps: Optional[int] = None, x_T=None) -> SampleResult:
         seed = as_seed(seed)
-        if x_T is None:
-            x_T = self.draw_prior(tf.constant(num_samples, tf.int32), seed)
-        x_T = tf.convert_to_tensor(x_T)
-        if self.config.method == "ode":
-            x, nfe = self._ode(x_T)
-            return SampleResult(x, int(nfe))
-        steps = int(steps or self.default_steps())
-        x = self._pc(x_T, split(seed, 1), tf.constant(steps, tf.int32))
-        return SampleResult(x, steps * self.config.nfe_per_step())
+        x_T = self.draw_prior(tf.constant(num_samples, tf.int32), seed) if x_T is None else tf.convert_to_tensor(x_T)
+        x, nfe = self._reverse(x_T, seed, tf.constant(int(steps or self.default_steps()), tf.int32))
+        return SampleResult(x, int(nfe))
 
     def draw_prior(self, num_samples, seed):
         """x_T ~ prior (at the configured temperature) from the seed's first child."""
@@ -154,13 +148,15 @@ class Sampler:
 
     def run(self, num_samples, seed, steps):
         """Graph-safe form of ``__call__`` (int32 tensors in; (x, nfe int32) out), the same draws
-        for the same seed; the ODE ignores ``steps``.  Used inside exported SavedModels."""
+        for the same seed.  Used inside exported SavedModels."""
         seed = as_seed(seed)
-        x_T = self.draw_prior(num_samples, seed)
+        return self._reverse(self.draw_prior(num_samples, seed), seed, tf.cast(steps, tf.int32))
+
+    def _reverse(self, x_T, seed, steps):
+        """From x_T at T to eps; the ODE ignores ``steps``. -> (x, nfe int32)."""
         if self.config.method == "ode":
             x, nfe = self._ode(x_T)
             return x, tf.cast(nfe, tf.int32)
-        steps = tf.cast(steps, tf.int32)
         return self._pc(x_T, split(seed, 1), steps), steps * self.config.nfe_per_step()
 
     def _pc_loop(self, x, seed, steps):
