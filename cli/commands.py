@@ -173,6 +173,10 @@ def _evaluate_lines(r: dict):
                      f" + ODE {ll['bpd_ode']:.4f} + offset {ll['bpd_offset']:.1f}")
     lines.append(f"log-likelihood {ll['log_prob']:.3f} ± {ll['log_prob_sem']:.3f} nats "
                  f"(prior {ll['prior_logp']:.3f} + ODE {ll['delta_logp']:.3f})")
+    if "likelihood_noise" in r:
+        ln = r["likelihood_noise"]
+        bpd = f"bits/dim {ln['bpd']:.4f} ± {ln['bpd_sem']:.4f}, " if "bpd" in ln else ""
+        lines.append(f"same ODE solves with p_noise at T: {bpd}log-likelihood {ln['log_prob']:.3f} nats")
     for name, label in (("elbo_noise", "L (p_noise)"), ("elbo_aux", "L_phi (aux)")):
         if name in r:
             e = r[name]
@@ -221,7 +225,71 @@ def train_classifier(dataset, data_dir, out, epochs, seed, as_json):
                         f"({r['test_examples']} images) -> {r['out']}"])
 
 
+def _T_grid(ctx, param, value):
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of times, e.g. 0.2,0.4,1.0") from None
+
+
+@click.command()
+@click.option("--dataset", default="gmm1d", help="gmm1d | gmm2d (trains per point) | an image set with --reuse-score.")
+@click.option("--sde", type=click.Choice(SDE_CHOICES), default="vp", help="Forward SDE (toy studies).")
+@click.option("--T-grid", "T_grid", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", callback=_T_grid,
+              help="Comma-separated diffusion times in (eps, 1].")
+@click.option("--seeds", type=click.IntRange(1), default=3, help="Seeds per T (toy): median and 95% band.")
+@click.option("--width", type=click.IntRange(1), default=16, help="Toy score MLP width (small on purpose).")
+@click.option("--depth", type=click.IntRange(1), default=2, help="Toy score MLP hidden layers.")
+@click.option("--steps", type=click.IntRange(1), default=2000, help="Score training steps per toy point.")
+@click.option("--prior", "prior", type=click.Choice(["dpgmm", "gmm", "gaussian", "glow"]), default=None,
+              help="Auxiliary prior  [default: dpgmm for toy data, glow for images].")
+@click.option("--prior-steps", type=click.IntRange(1), default=2000, help="Glow fitting steps per T.")
+@click.option("--num-eval", type=click.IntRange(2), default=20000, help="Toy: x0 draws for the ELBO terms and G.")
+@click.option("--num-ll", type=click.IntRange(2), default=256, help="Toy: points for the exact PF-ODE likelihood.")
+@click.option("--num-samples", type=click.IntRange(2), default=1024, help="Samples per prior and sampler.")
+@click.option("--num-examples", type=click.IntRange(1), default=64, help="Images: test images for bits/dim.")
+@click.option("--rtol", type=click.FloatRange(0, min_open=True), default=1e-5, help="PF-ODE relative tolerance.")
+@click.option("--atol", type=click.FloatRange(0, min_open=True), default=1e-5, help="PF-ODE absolute tolerance.")
+@click.option("--samplers", default="em,ode", help="Samplers to measure (comma-separated: em, pc, ode).")
+@click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Images: Glow coupling width.")
+@click.option("--glow-steps", type=click.IntRange(1), default=4, help="Images: Glow steps per level.")
+@click.option("--reuse-score", type=click.Path(), default=None,
+              help="Images: a run trained at T = 1, reused on [eps, T] at every T of the grid.")
+@click.option("--extractor", default=None,
+              help="Images: FID/KID features, a `shortdiff train-classifier` .keras file or inception:WEIGHTS.h5.")
+@click.option("--optimize-T", "optimize", type=click.Choice(["joint", "after"]), default=None,
+              help="Also ascend the ELBO in T (toy): joint = with the score fit, after = on the largest-T model.")
+@click.option("--optimize-steps", type=click.IntRange(1), default=2000, help="Ascent steps for --optimize-T.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Study directory  [default: studies/<dataset>-<sde>]. An existing study resumes.")
+@json_option
+@friendly
+def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, num_eval, num_ll, num_samples,
+          num_examples, rtol, atol, samplers, glow_hidden, glow_steps, reuse_score, extractor, optimize, optimize_steps,
+          workdir, as_json):
+    """How much T is enough: the ELBO terms, likelihood, sample quality and NFE against T.
+    e.g.  shortdiff study --dataset gmm1d --T-grid 0.2,0.4,0.6,0.8,1.0 --optimize-T joint"""
+    from shortdiff_tf.study import StudyConfig, run_study
+    from shortdiff_tf import toy
+    is_toy = dataset in toy.TOY.names()
+    cfg = StudyConfig(dataset=dataset, sde=sde, T_grid=T_grid, seeds=seeds if is_toy else 1, width=width,
+                      depth=depth, train_steps=steps, prior=prior or ("dpgmm" if is_toy else "glow"),
+                      prior_steps=prior_steps, num_eval=num_eval, num_ll=num_ll, num_samples=num_samples,
+                      num_examples=num_examples, samplers=tuple(s.strip() for s in samplers.split(",") if s.strip()),
+                      rtol=rtol, atol=atol, glow_hidden=glow_hidden, glow_steps_per_level=glow_steps,
+                      reuse_score=reuse_score,
+                      extractor=extractor)
+    workdir = workdir or str(Path("studies") / f"{Path(dataset).stem}-{sde}")
+    click.echo(f"study directory: {workdir}")
+    r = run_study(cfg, workdir, optimize=optimize, optimize_steps=optimize_steps, log=click.echo)
+    lines = [f"grid optimum of {k}: T={v['T']:g} ({v['value']:.4f})" for k, v in r["grid_optimum"].items()]
+    if "optimize_T" in r:
+        lines += [f"T* by ascent ({m}): {v['T_star']:.3f}" for m, v in r["optimize_T"].items()]
+    lines.append(f"wrote {Path(workdir) / 'study.json'} and {', '.join(Path(f).name for f in r['figures'].values())}")
+    report({k: v for k, v in r.items() if k != "points"}, as_json, lines)
+
+
 def register(group):
-    for cmd in (train, fit_prior, sample, evaluate, export, train_classifier):
+    for cmd in (train, fit_prior, sample, evaluate, export, study, train_classifier):
         group.add_command(cmd)
     return group

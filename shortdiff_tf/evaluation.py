@@ -1,6 +1,7 @@
 """Evaluating a trained run: exact PF-ODE bits/dim (or nats for toy data) and the ELBO with terms."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Optional
@@ -40,7 +41,8 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
                  prior: str = "auto") -> dict:
     """PF-ODE log-likelihood per example (one dequantisation and one Hutchinson probe each) with the
     chosen prior at T as the prior term, and the ELBO on the same examples with p_noise (L) and,
-    when the run has one, the auxiliary prior (L_phi) side by side."""
+    when the run has one, the auxiliary prior (L_phi) side by side.  With the auxiliary prior the
+    likelihood under p_noise is reported too (``likelihood_noise``), from the same ODE solves."""
     run = load_run(run_dir)
     arr = load_eval_data(run, dataset, split_name, num_examples, data_dir)
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
@@ -60,8 +62,10 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
               "T": sde.T, "eps": sde.eps, "rtol": rtol, "atol": atol, "divergence": divergence,
               "nfe_mean": float(np.mean(nfes)), "seconds": seconds, "checkpoint_step": run.step,
               "prior": prior_name, "dim": dim}
-    report["likelihood"] = _likelihood_terms(parts, arr.dtype == np.uint8)
     is_image = arr.dtype == np.uint8
+    report["likelihood"] = _likelihood_terms(parts, is_image)
+    if prior_name != "noise":             # p_noise on the same ODE solves: a paired comparison
+        report["likelihood_noise"] = _likelihood_terms(swap_prior(parts, sde.prior(run.shape)), is_image)
     priors = {"noise": sde.prior(run.shape)}
     if prior_name != "noise":
         priors["aux"] = prior
@@ -70,6 +74,15 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
         report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(data_lib.RANGE)} if is_image else {})}
     report["elbo"] = report["elbo_aux" if prior_name != "noise" else "elbo_noise"]
     return report
+
+
+def swap_prior(parts, prior) -> list:
+    """The same PF-ODE solves (x_T, delta log p) scored with another prior at T."""
+    out = []
+    for p in parts:
+        lp = tf.cast(prior.log_prob(p.x_T), p.delta_logp.dtype)
+        out.append(dataclasses.replace(p, prior_logp=lp, log_prob=lp + p.delta_logp))
+    return out
 
 
 def _likelihood_terms(parts, is_image: bool) -> dict:

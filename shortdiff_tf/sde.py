@@ -78,8 +78,12 @@ class SDE(abc.ABC):
         """Inverse of t -> rho_t = s_t / m_t^2 (the inverse signal-to-noise ratio, increasing)."""
 
     @abc.abstractmethod
+    def prior_variance_at(self, T):
+        """Variance of p_noise for the diffusion cut at T (a tensor, differentiable in T)."""
+
     def prior_variance(self) -> float:
-        """Variance of p_noise, the standard Gaussian prior at T."""
+        """Variance of p_noise, the standard Gaussian prior at this SDE's T."""
+        return float(self.prior_variance_at(tf.constant(self.T, tf.float64)))
 
     def hyperparameters(self) -> dict:
         """Constructor arguments besides T and eps (for configs and export metadata)."""
@@ -184,8 +188,8 @@ class _BetaSchedule(SDE):
     def mean_coef(self, t):
         return tf.exp(-0.5 * self.B(t))
 
-    def prior_variance(self):
-        return 1.0
+    def prior_variance_at(self, T):
+        return tf.ones_like(T)
 
 
 @SDES.register("vp")
@@ -260,8 +264,8 @@ class VESDE(SDE):
         """rho = s_t (m_t = 1)."""
         return tf.math.log1p(rho / self.sigma_min**2) / (2.0 * self._log_ratio)
 
-    def prior_variance(self):
-        return float(self.variance(tf.constant(self.T, tf.float64)))
+    def prior_variance_at(self, T):
+        return self.variance(T)
 
 
 def get_sde(name: str, T: float = 1.0, eps: float = 1e-5, **hyper) -> SDE:

@@ -81,6 +81,10 @@ def test_evaluate_reports_bits_per_dim_and_elbo_terms_with_both_priors(glow_run)
     assert rep["prior"] == "aux:glow" and "elbo_aux" in rep and "elbo_noise" in rep        # the run has a prior
     assert rep["elbo_aux"]["I"] == rep["elbo_noise"]["I"]            # same draws, different prior term
     assert "L_phi (aux)" in r.output and "L (p_noise)" in r.output
+    ln = rep["likelihood_noise"]                                     # the same ODE solves under p_noise
+    assert ln["bpd_ode"] == ll["bpd_ode"] and ln["delta_logp"] == ll["delta_logp"]
+    assert ln["log_prob"] - ll["log_prob"] == pytest.approx(ln["prior_logp"] - ll["prior_logp"], abs=1e-4)
+    assert "same ODE solves with p_noise" in r.output
 
 
 def test_toy_train_sample_evaluate(tmp_path):

@@ -1,0 +1,103 @@
+"""The paper's "varying T" experiment on images: one score model trained at T_run (usually 1) is
+reused unchanged on [eps, T] for each T of the grid, and a new Glow prior is fitted at each T.
+
+Per T this reports, with p_noise and with the auxiliary prior: PF-ODE bits/dim (split into the
+prior-at-T, ODE and offset terms; one set of ODE solves scored with both priors, so the two are
+paired) with its NFE, the ELBO bound, and the FID/KID (on an
+injectable extractor, named next to every figure) and NFE of the SDE and ODE samplers.
+
+Each T gets a view of the run, ``STUDY/views/T<T>``: the run's config.json copied and its
+checkpoints linked, so the prior of that T lives in ``STUDY/views/T<T>/prior`` and the trained
+run itself is never written to.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shortdiff_tf import aux_prior, checkpoints, data as data_lib, quality
+from shortdiff_tf.evaluation import evaluate_run
+from shortdiff_tf.generate import sample_run
+from shortdiff_tf.runs import load_run
+from shortdiff_tf.study.config import StudyConfig
+
+POINT_FILE = "study_point.json"
+
+
+def make_view(run_dir, study_dir, T: float) -> Path:
+    """STUDY/views/T<T> with RUN's config and a link to RUN's checkpoints (created once)."""
+    run_dir = Path(run_dir).resolve()
+    view = Path(study_dir) / "views" / f"T{T:g}"
+    if not (view / "config.json").exists():
+        view.mkdir(parents=True, exist_ok=True)
+        link = checkpoints.checkpoint_dir(view)
+        if not link.exists():
+            link.symlink_to(checkpoints.checkpoint_dir(run_dir), target_is_directory=True)
+        shutil.copyfile(run_dir / "config.json", view / "config.json.tmp")
+        (view / "config.json.tmp").replace(view / "config.json")
+    return view
+
+
+def check_reusable(run_dir, T_grid) -> None:
+    run = load_run(run_dir)
+    if len(run.shape) != 3:
+        raise ValueError(f"--reuse-score expects an image run; {run_dir} holds {list(run.shape)} vectors "
+                         f"(toy studies train their own models: drop --reuse-score)")
+    too_long = [T for T in T_grid if T > run.cfg.sde.T + 1e-12]
+    if too_long:
+        raise ValueError(f"--T-grid values {too_long} exceed the T={run.cfg.sde.T:g} the score model of "
+                         f"{run_dir} was trained at; use T <= {run.cfg.sde.T:g}")
+
+
+def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log=print) -> dict:
+    view = make_view(cfg.reuse_score, study_dir, T)
+    done = view / POINT_FILE
+    if done.exists():
+        return json.loads(done.read_text())
+    start = time.perf_counter()
+    # fits, resumes an interrupted Glow, or finds it finished
+    pcfg = aux_prior.PriorConfig(kind=cfg.prior, T=T, steps=cfg.prior_steps, hidden=cfg.glow_hidden,
+                                 steps_per_level=cfg.glow_steps_per_level)
+    aux_prior.fit_prior(view, pcfg, progress=False, log=log)
+    result = {"T": T, "seed": 0, "prior_kind": cfg.prior, "prior_seconds": time.perf_counter() - start}
+    result.update(_measure(cfg, view, T, extractor, reference))
+    tmp = done.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(done)
+    return result
+
+
+def _measure(cfg: StudyConfig, view: Path, T: float, extractor, reference) -> dict:
+    """Bits/dim of both priors from one set of PF-ODE solves, then each prior's samples."""
+    ev = evaluate_run(view, num_examples=cfg.num_examples, prior="aux", T=T, rtol=cfg.rtol, atol=cfg.atol)
+    out = {"num_examples": ev["num_examples"], "likelihood_nfe": ev["nfe_mean"], "rtol": cfg.rtol, "atol": cfg.atol}
+    for prior, lk in (("noise", ev["likelihood_noise"]), ("aux", ev["likelihood"])):
+        out.update({f"bpd_{prior}": lk["bpd"], f"bpd_sem_{prior}": lk["bpd_sem"],
+                    f"bpd_prior_T_{prior}": lk["bpd_prior_T"], f"bpd_ode_{prior}": lk["bpd_ode"],
+                    f"elbo_bpd_bound_{prior}": ev[f"elbo_{prior}"].get("bpd_bound")})
+        out.update(_samples(cfg, view, T, prior, extractor, reference))
+    return out
+
+
+def _samples(cfg: StudyConfig, view: Path, T: float, prior: str, extractor, reference) -> dict:
+    out = {}
+    for sampler in cfg.samplers:
+        s = sample_run(view, sampler=sampler, num=cfg.num_samples, seed=1, prior=prior, T=T,
+                       out=str(view / "samples" / f"{sampler}-{prior}"))
+        out.update({f"nfe_{sampler}_{prior}": s["nfe"], f"seconds_{sampler}_{prior}": s["seconds"]})
+        if extractor is not None:
+            with np.load(s["npz"]) as f:
+                q = quality.sample_quality(f["images"], reference, extractor)
+            out.update({f"fid_{sampler}_{prior}": q["fid"], f"kid_{sampler}_{prior}": q["kid"],
+                        f"kid_std_{sampler}_{prior}": q["kid_std"], "fid_num_samples": q["num_samples"],
+                        "fid_extractor": q["extractor"]})
+    return out
+
+
+def reference_images(run_dir) -> np.ndarray:
+    run = load_run(run_dir)
+    return data_lib.load(run.cfg.data.dataset, "train", run.cfg.data.data_dir).array
