@@ -56,8 +56,9 @@ def report(result: dict, as_json: bool, lines):
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, help="Checkpoint interval  [default: 500].")
 @click.option("--log-every", type=click.IntRange(1), default=None, help="Metrics interval  [default: 50].")
 @click.option("--sample-grid", type=click.IntRange(0), default=None, help="EMA samples in TensorBoard at the end (0: none)  [default: 16].")
-@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored"]), default="auto",
-              help="tf.distribute strategy: auto = mirrored when several GPUs are visible.")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default="auto",
+              help="tf.distribute strategy: auto = mirrored when several GPUs are visible; multiworker = "
+                   "several machines, configured by TF_CONFIG (see README).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 @json_option
@@ -66,14 +67,14 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
     """Train a score model.  e.g.  shortdiff train --sde vp --T 0.4"""
     from shortdiff_tf import distribute
     from cli.resolve import resolve_train_config
+    strat = None if dry_run else distribute.get(strategy)     # multiworker: before any other TF op
     workdir = workdir or default_workdir(opts["dataset"], opts["sde"], opts["T"])
     cfg = resolve_train_config(workdir, click.get_current_context(), opts)
     if dry_run:
         return click.echo(cfg.to_json())
     from shortdiff_tf import training
     click.echo(f"run directory: {workdir}")
-    result = training.train(cfg, workdir, strategy=distribute.get(strategy), progress=not no_progress,
-                            log=click.echo)
+    result = training.train(cfg, workdir, strategy=strat, progress=not no_progress, log=click.echo)
     report(result, as_json, [f"trained to step {result['step']}; checkpoint {result.get('checkpoint')}"])
 
 
@@ -143,13 +144,16 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Glow coupling-network width.")
 @click.option("--components", type=click.IntRange(1), default=10, help="Mixture components (dpgmm: truncation).")
 @click.option("--fit-samples", type=click.IntRange(10), default=20000, help="Diffused points for gaussian/gmm/dpgmm.")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default="auto",
+              help="tf.distribute strategy of the Glow fit (as for train; multiworker reads TF_CONFIG).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 @friendly
 def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, glow_levels, glow_steps, glow_hidden,
-              components, fit_samples, no_progress, as_json):
+              components, fit_samples, strategy, no_progress, as_json):
     """Fit the auxiliary prior nu_phi on the diffused data at T.  e.g.  shortdiff fit-prior --workdir runs/digits-vp-T0.4"""
-    from shortdiff_tf import aux_prior
+    from shortdiff_tf import aux_prior, distribute
+    strat = distribute.get(strategy)                           # multiworker: before any other TF op
     from shortdiff_tf.config import RunConfig
     run_cfg = RunConfig.load(workdir)
     kind = kind or ("glow" if len(run_cfg.data.shape) == 3 else "dpgmm")
@@ -157,7 +161,7 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, glow_levels
                                  batch_size=batch_size, lr=lr, seed=seed, levels=glow_levels,
                                  steps_per_level=glow_steps, hidden=glow_hidden, components=components,
                                  num_fit_samples=fit_samples)
-    r = aux_prior.fit_prior(workdir, pcfg, progress=not no_progress, log=click.echo)
+    r = aux_prior.fit_prior(workdir, pcfg, strategy=strat, progress=not no_progress, log=click.echo)
     extra = f", {r['effective_components']} effective components" if "effective_components" in r else ""
     report(r, as_json, [f"fitted a {r['kind']} prior at T={r['T']:g} ({r['target']} target){extra}; "
                         f"saved in {r['prior_dir']}"])

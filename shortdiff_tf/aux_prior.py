@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from shortdiff_tf import checkpoints, data as data_lib, ode, training
+from shortdiff_tf import checkpoints, data as data_lib, distribute, ode, training
 from shortdiff_tf.config import RunConfig
 from shortdiff_tf.priors import GaussianMixture, GaussianPrior
 from shortdiff_tf.priors.glow import GlowPrior
@@ -191,6 +192,7 @@ def _save_config(out: Path, pcfg: PriorConfig):
 def _glow_state(pcfg, shape, strategy):
     import keras
     with strategy.scope():
+        keras.utils.set_random_seed(pcfg.seed)          # the coupling networks' initial weights
         prior = build_glow(pcfg, shape)
         opt = keras.optimizers.Adam(training.WarmUp(pcfg.lr, pcfg.warmup))
         step = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -213,14 +215,30 @@ def _fit_glow(run, pcfg, array, out, strategy, progress, log, stop_after) -> dic
         prior.initialize(target(tf.constant(0, tf.int64)))            # data-dependent ActNorm
         opt.build(prior.trainable_variables)
     ckpt = tf.train.Checkpoint(prior=prior, optimizer=opt, step=step)
-    manager = tf.train.CheckpointManager(ckpt, str(out / "checkpoints"), max_to_keep=2)
-    if manager.latest_checkpoint:
-        checkpoints.restore(ckpt, manager.latest_checkpoint)
-    else:
+    write = distribute.write_dir(out, strategy)          # RUN/prior, or a non-chief worker's scratch
+    manager = tf.train.CheckpointManager(ckpt, str(write / "checkpoints"), max_to_keep=2)
+    latest = tf.train.latest_checkpoint(str(out / "checkpoints"))                  # every worker: the chief's
+    if latest:
+        checkpoints.restore(ckpt, latest)
+    elif write == out:
         out.mkdir(parents=True, exist_ok=True)
         _save_config(out, pcfg)
     step_fn = _make_glow_step(prior, opt, step, pcfg, strategy)
-    return _glow_loop(prior, opt, step, manager, step_fn, target, pcfg, out, strategy, progress, log, stop_after)
+    try:
+        result = _glow_loop(prior, opt, step, manager, step_fn, target, pcfg, write, strategy, progress, log,
+                            stop_after)
+    finally:
+        if write != out:
+            shutil.rmtree(write, ignore_errors=True)
+    return {**result, "prior_dir": str(out)}
+
+
+def _batches(target, begin: int, stop: int, strategy):
+    """The global batch of each step, split across replicas (and workers) like training's."""
+    ds = tf.data.Dataset.range(begin, stop).map(target)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return strategy.experimental_distribute_dataset(ds.with_options(options).prefetch(2))
 
 
 def _make_glow_step(prior, opt, step, pcfg, strategy):
@@ -253,8 +271,8 @@ def _glow_loop(prior, opt, step, manager, step_fn, target, pcfg, out, strategy, 
     bar, t0 = Progress(stop, begin, enabled=progress), time.perf_counter()
     good, restores, loss = _snapshot(prior, opt), 0, float("nan")
     try:
-        for i in range(begin, stop):
-            loss = float(step_fn(target(tf.constant(i, tf.int64))))
+        for i, x in zip(range(begin, stop), _batches(target, begin, stop, strategy)):
+            loss = float(step_fn(x))
             if not math.isfinite(loss):                               # NaN guard: back to the last good state
                 _restore(prior, opt, good)
                 step.assign(i + 1)

@@ -1,16 +1,65 @@
-"""Choosing a tf.distribute strategy by name (the existing engine, never a home-made one)."""
+"""Choosing a tf.distribute strategy by name (the existing engine, never a home-made one).
+
+Several machines: ``multiworker`` is MultiWorkerMirroredStrategy, configured by TF_CONFIG on
+each worker.  Every worker runs the same command; the chief (worker 0, or the task of type
+"chief") writes the run directory, and the others write their (required) checkpoint saves to a
+private temporary directory that is deleted at the end.
+"""
 from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+TF_CONFIG_HELP = ('set TF_CONFIG on every worker, e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                  '"task": {"type": "worker", "index": 0}} (index 1 on the second machine)')
 
 
 def get(name: str = "auto") -> tf.distribute.Strategy:
     """auto: MirroredStrategy over the GPUs when there are several, else the default strategy."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if name == "multiworker":
+        return multi_worker()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def multi_worker() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy over the cluster that TF_CONFIG describes."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError(f"--strategy multiworker needs TF_CONFIG: {TF_CONFIG_HELP}")
+    try:
+        cfg = json.loads(raw)
+        workers, task = cfg["cluster"]["worker"], cfg["task"]
+        if not 0 <= int(task["index"]) < len(workers) + len(cfg["cluster"].get("chief", [])):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"TF_CONFIG is not a valid cluster description: {TF_CONFIG_HELP}") from None
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker strategy."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    resolver = strategy.cluster_resolver
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def write_dir(run_dir, strategy: tf.distribute.Strategy) -> Path:
+    """Where this process writes: the run directory (chief) or a private temporary directory."""
+    if is_chief(strategy):
+        return Path(run_dir)
+    task = strategy.cluster_resolver
+    return Path(tempfile.mkdtemp(prefix=f"shortdiff-{task.task_type}{task.task_id}-"))

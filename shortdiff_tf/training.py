@@ -10,8 +10,10 @@ single-device run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -20,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shortdiff_tf import checkpoints, data as data_lib, losses, networks
+from shortdiff_tf import checkpoints, data as data_lib, distribute, losses, networks
 from shortdiff_tf.config import RunConfig
 from shortdiff_tf.progress import Progress
 from shortdiff_tf.seeds import split
@@ -180,11 +182,14 @@ def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = 
         raise ValueError(f"batch size {cfg.train.batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas")
     state = build_state(cfg, array.shape[1:], strategy)
-    manager = tf.train.CheckpointManager(state.ckpt, str(checkpoints.checkpoint_dir(run_dir)),
+    out = distribute.write_dir(run_dir, strategy)      # the run directory, or a non-chief's scratch
+    manager = tf.train.CheckpointManager(state.ckpt, str(checkpoints.checkpoint_dir(out)),
                                          max_to_keep=cfg.train.keep_checkpoints)
-    cfg.save(run_dir)
-    if manager.latest_checkpoint:
-        checkpoints.restore(state.ckpt, manager.latest_checkpoint)
+    if out == run_dir:
+        cfg.save(run_dir)
+    latest = tf.train.latest_checkpoint(str(checkpoints.checkpoint_dir(run_dir)))   # every worker: the chief's
+    if latest:
+        checkpoints.restore(state.ckpt, latest)
     start = int(state.step.numpy())
     stop = cfg.train.steps if stop_after is None else min(cfg.train.steps, start + stop_after)
     if start >= stop:
@@ -192,7 +197,20 @@ def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = 
         return {"step": start, "run_dir": str(run_dir)}
     log(f"training {run_dir} from step {start} to {stop} ({networks.count_params(state.net):,} parameters, "
         f"{strategy.num_replicas_in_sync} replica(s))")
-    return _loop(cfg, run_dir, state, manager, strategy, start, stop, array, progress)
+    try:
+        result = _loop(cfg, out, state, manager, strategy, start, stop, array, progress)
+    finally:
+        if out != run_dir:
+            shutil.rmtree(out, ignore_errors=True)
+    return {**result, "run_dir": str(run_dir), "chief": out == run_dir, "weights_digest": weights_digest(state.net)}
+
+
+def weights_digest(net) -> str:
+    """SHA-256 of the trained (non-EMA) weights: equal on every worker after a multi-worker run."""
+    h = hashlib.sha256()
+    for v in net.trainable_variables:
+        h.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _loop(cfg, run_dir, state, manager, strategy, start, stop, array, progress) -> dict:

@@ -101,20 +101,18 @@ def _cli(*args):
 
 @pytest.fixture(scope="module")
 def processes(exported, reference, tmp_path_factory):
-    """The fresh-process reload and two `saved_model_cli run`s, started together (each one loads
-    the model and lets grappler optimise its graph, which dominates its time)."""
+    """The fresh-process reload (every signature) and a `saved_model_cli run` of `sample` (the TF1
+    session loader), started together: each one loads the model and lets grappler optimise its
+    graph, which dominates its time."""
     run, out = exported
     tmp = tmp_path_factory.mktemp("procs")
     ref, images, x, t = reference
     np.savez(tmp / "in.npz", images=images, x=x, t=t)
-    np.save(tmp / "images.npy", images)
     (tmp / "reload.py").write_text(RELOAD)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     cmds = {"reload": [sys.executable, "-I", "reload.py", str(out), "in.npz", "res.npz"],
             "sample": _cli("run", "--dir", out, "--tag_set", "serve", "--signature_def", "sample", "--outdir",
-                           tmp / "s", "--input_exprs", 'num_samples=3;seed=[1,2];steps=5;sampler="em"'),
-            "bpd": _cli("run", "--dir", out, "--tag_set", "serve", "--signature_def", "bpd", "--outdir", tmp / "b",
-                        "--inputs", f"images={tmp / 'images.npy'}", "--input_exprs", "seed=[3,4]")}
+                           tmp / "s", "--input_exprs", 'num_samples=3;seed=[1,2];steps=5;sampler="em"')}
     procs = {k: subprocess.Popen(c, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for k, c in cmds.items()}
     done = {}
@@ -143,12 +141,12 @@ def test_reload_in_a_fresh_process_without_the_repository_matches_the_library(pr
     np.testing.assert_allclose(res["score"], ref["score"], **TOL)
 
 
-def test_saved_model_cli_run_of_sample_and_bpd_matches_the_library(processes):
+def test_saved_model_cli_run_of_sample_matches_the_library(processes):
+    """The sampler's while loop inside switch_case under the session loader (once failed with
+    'inputs from different frames'); bpd under that loader is checked by benchmarks/export.py."""
     tmp, ref, done = processes
     assert done["sample"][0] == 0, done["sample"][1]
-    assert done["bpd"][0] == 0, done["bpd"][1]
     np.testing.assert_allclose(np.load(tmp / "s" / "x.npy"), ref["sample_em"], **TOL)
-    np.testing.assert_allclose(np.load(tmp / "b" / "bpd.npy"), ref["bpd"], **TOL)
 
 
 def test_saved_model_cli_show_lists_the_documented_signatures(exported):

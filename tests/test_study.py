@@ -150,7 +150,7 @@ TERMS = ("kl_noise", "kl_aux", "G", "I", "R", "elbo_noise", "elbo_aux", "neg_ent
 @pytest.fixture(scope="module")
 def toy_study(tmp_path_factory):
     d = tmp_path_factory.mktemp("study") / "gmm1d"
-    r = invoke("study", "--dataset", "gmm1d", "--T-grid", "0.3,1.0", *TINY, "--optimize-T", "after",
+    r = invoke("study", "--dataset", "gmm1d", "--T-grid", "0.3,0.6", *TINY, "--optimize-T", "after",
                "--optimize-steps", "30", "--workdir", d, "--json")
     assert r.exit_code == 0, r.output
     return d, r.output
@@ -160,18 +160,19 @@ def test_study_reports_every_quantity_and_writes_figures(toy_study):
     d, output = toy_study
     rep = json.loads((d / "study.json").read_text())
     pts = {p["T"]: p for p in rep["points"]}
-    assert sorted(pts) == [0.3, 1.0]
+    assert sorted(pts) == [0.3, 0.6]
     for p in pts.values():
         assert all(k in p and np.isfinite(p[k]) for k in TERMS), sorted(set(TERMS) - set(p))
         assert abs(p["eq8_gap_noise"]) < 5 * p["eq8_gap_noise_sem"] + 0.05       # Eq. 8 on the trained net
         assert p["elbo_noise"] == pytest.approx(p["prior_term_noise"] - p["I"] + p["R"], abs=1e-6)
-    assert pts[0.3]["nfe_em_noise"] == 300 and pts[1.0]["nfe_em_noise"] == 1000        # 1000 T steps
-    assert pts[0.3]["kl_noise"] > pts[1.0]["kl_noise"] and pts[1.0]["kl_noise"] < 1e-3   # Lemma 1
+    assert pts[0.3]["nfe_em_noise"] == 300 and pts[0.6]["nfe_em_noise"] == 600          # 1000 T steps
+    assert pts[0.3]["kl_noise"] > pts[0.6]["kl_noise"] and pts[0.6]["kl_noise"] < 1e-3   # Lemma 1
     assert pts[0.3]["kl_aux"] < pts[0.3]["kl_noise"]                                     # Prop. 1's premise
-    assert set(rep["summary"]) == {"0.3", "1.0"} and rep["summary"]["0.3"]["G"]["values"] == [pts[0.3]["G"]]
-    assert rep["grid_optimum"]["elbo_noise"]["T"] in (0.3, 1.0)
+    assert set(rep["summary"]) == {"0.3", "0.6"} and rep["summary"]["0.3"]["G"]["values"] == [pts[0.3]["G"]]
+    assert rep["grid_optimum"]["elbo_noise"]["T"] in (0.3, 0.6)
     ascent = rep["optimize_T"]["after"]
-    assert 0 < ascent["T_star"] <= 1.0 and ascent["steps"] == 30 and ascent["path"][0][1] == pytest.approx(0.5, 0.02)
+    assert 0 < ascent["T_star"] <= 0.6 and ascent["steps"] == 30 and ascent["path"][0][1] == pytest.approx(0.3, 0.02)
+    assert [row[0] for row in ascent["curve_of_final_model"]] == [0.3, 0.6]
     for path in rep["figures"].values():
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -185,10 +186,10 @@ def test_study_resumes_and_extends_the_grid(toy_study, tmp_path):
     d = tmp_path / "copy"
     shutil.copytree(toy_study[0], d)
     before = json.loads((d / "study.json").read_text())["points"]
-    r = invoke("study", "--dataset", "gmm1d", "--T-grid", "0.3,0.5,1.0", *TINY, "--workdir", d)
+    r = invoke("study", "--dataset", "gmm1d", "--T-grid", "0.3,0.5,0.6", *TINY, "--workdir", d)
     assert r.exit_code == 0, r.output
     after = {p["T"]: p for p in json.loads((d / "study.json").read_text())["points"]}
-    assert sorted(after) == [0.3, 0.5, 1.0]
+    assert sorted(after) == [0.3, 0.5, 0.6]
     assert all(after[p["T"]] == p for p in before)
     assert (d / "runs" / "T0.5-seed0" / "study_point.json").exists()
 
