@@ -55,6 +55,8 @@ def report(result: dict, as_json: bool, lines):
 @click.option("--width", type=click.IntRange(1), default=None, help="MLP width (toy data).")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, help="Checkpoint interval  [default: 500].")
 @click.option("--log-every", type=click.IntRange(1), default=None, help="Metrics interval  [default: 50].")
+@click.option("--grad-accum", type=click.IntRange(1), default=None,
+              help="Split each replica's batch into this many micro-batches (same update, less memory).")
 @click.option("--sample-grid", type=click.IntRange(0), default=None, help="EMA samples in TensorBoard at the end (0: none)  [default: 16].")
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default="auto",
               help="tf.distribute strategy: auto = mirrored when several GPUs are visible; multiworker = "

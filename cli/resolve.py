@@ -15,7 +15,7 @@ FIELDS = {
     "warmup": ("train", "warmup"), "ema_decay": ("train", "ema_decay"), "grad_clip": ("train", "grad_clip"),
     "weighting": ("train", "weighting"), "importance": ("train", "importance"), "seed": ("train", "seed"),
     "checkpoint_every": ("train", "checkpoint_every"), "log_every": ("train", "log_every"),
-    "sample_grid": ("train", "sample_grid"),
+    "sample_grid": ("train", "sample_grid"), "grad_accum": ("train", "grad_accum"),
     "ch": ("model", "ch"), "num_res_blocks": ("model", "num_res_blocks"), "dropout": ("model", "dropout"),
     "width": ("model", "width"),
 }

@@ -68,6 +68,7 @@ class TrainConfig:
     log_every: int = 50
     keep_checkpoints: int = 2
     sample_grid: int = 16                # EMA samples written to TensorBoard at the end (0: none)
+    grad_accum: int = 1                  # micro-batches per step: the same update in less memory
 
 
 @dataclass(frozen=True)

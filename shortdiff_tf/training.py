@@ -113,11 +113,15 @@ def make_train_step(cfg: RunConfig, state: State, strategy):
     variables = state.net.trainable_variables
     tc = cfg.train
 
-    def replica_step(batch):
+    def loss_and_grads(batch):
         with tf.GradientTape() as tape:
             per_ex = losses.dsm_loss_given(sde, score, batch["x0"], batch["u"], batch["e"], tc.weighting, tc.importance)
             loss = tf.nn.compute_average_loss(per_ex, global_batch_size=tc.batch_size)
-        grads = tape.gradient(loss, variables)
+        return loss, tape.gradient(loss, variables)
+
+    def replica_step(batch):
+        loss, grads = (loss_and_grads(batch) if tc.grad_accum == 1
+                       else accumulate(loss_and_grads, batch, tc.grad_accum, variables))
         total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
         norm = tf.linalg.global_norm(total)
         factor = tf.minimum(1.0, tc.grad_clip / (norm + 1e-12)) if tc.grad_clip > 0 else 1.0
@@ -136,7 +140,20 @@ def make_train_step(cfg: RunConfig, state: State, strategy):
     return train_step
 
 
-RESUME_FREE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_grid")
+def accumulate(loss_and_grads, batch: dict, k: int, variables):
+    """Sum of the losses and gradients of k equal micro-batches, one after another (a while
+    loop, so only one micro-batch's activations are alive): with each micro-batch's loss
+    divided by the *global* batch size, the sums equal the full batch's loss and gradient."""
+    m = tf.shape(batch["x0"])[0] // k
+    loss, grads = tf.constant(0.0), [tf.zeros_like(v) for v in variables]
+    for i in tf.range(k):
+        micro = {key: value[i * m:(i + 1) * m] for key, value in batch.items()}
+        l_i, g_i = loss_and_grads(micro)
+        loss, grads = loss + l_i, [a + b for a, b in zip(grads, g_i)]
+    return loss, grads
+
+
+RESUME_FREE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_grid", "grad_accum")
 
 
 def check_resumable(cfg: RunConfig, run_dir: Path) -> RunConfig:
@@ -178,9 +195,10 @@ def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = 
     if cfg.train.batch_size > len(array):
         raise ValueError(f"batch size {cfg.train.batch_size} exceeds the {len(array)} training examples; "
                          f"lower --batch-size")
-    if cfg.train.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(f"batch size {cfg.train.batch_size} is not divisible by the "
-                         f"{strategy.num_replicas_in_sync} replicas")
+    parts = strategy.num_replicas_in_sync * cfg.train.grad_accum
+    if cfg.train.batch_size % parts:
+        raise ValueError(f"batch size {cfg.train.batch_size} is not divisible by the {strategy.num_replicas_in_sync} "
+                         f"replica(s) x {cfg.train.grad_accum} accumulation step(s); change --batch-size or --grad-accum")
     state = build_state(cfg, array.shape[1:], strategy)
     out = distribute.write_dir(run_dir, strategy)      # the run directory, or a non-chief's scratch
     manager = tf.train.CheckpointManager(state.ckpt, str(checkpoints.checkpoint_dir(out)),

@@ -57,6 +57,34 @@ def test_mirrored_step_equals_single_device_step():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_gradient_accumulation_gives_the_full_batch_step():
+    """--grad-accum 4 (micro-batches of 2 in a while loop) gives the loss and weights of one
+    step on the whole batch of 8 (1e-5), also on 2 mirrored replicas."""
+    array = np.random.RandomState(0).randint(0, 256, (32, 8, 8, 1)).astype(np.uint8)
+    batch = training.make_batch_fn(array, 8, 0, True)(tf.constant(0, tf.int64))
+    devices = tf.config.list_logical_devices("CPU")
+    results = []
+    for k, strategy in ((1, tf.distribute.OneDeviceStrategy("/cpu:0")), (4, tf.distribute.OneDeviceStrategy("/cpu:0")),
+                        (2, tf.distribute.MirroredStrategy([d.name for d in devices[:2]]))):
+        cfg = dataclasses.replace(TINY, data=dataclasses.replace(TINY.data, shape=(8, 8, 1)),
+                                  train=dataclasses.replace(TINY.train, batch_size=8, grad_accum=k))
+        state = training.build_state(cfg, (8, 8, 1), strategy)
+        step = training.make_train_step(cfg, state, strategy)
+        loss, _ = step(next(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch)))))
+        results.append((float(loss), [v.numpy() for v in state.net.trainable_variables]))
+    for loss, weights in results[1:]:
+        assert loss == pytest.approx(results[0][0], rel=1e-5)
+        for a, b in zip(results[0][1], weights):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_not_divisible_by_accumulation_is_refused(tmp_path):
+    cfg = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, batch_size=8, grad_accum=3))
+    with pytest.raises(ValueError, match="--grad-accum"):
+        training.train(cfg, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
 def test_batches_are_a_function_of_the_step_and_cover_each_epoch():
     array = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
     fn = training.make_batch_fn(array, 5, 3, dequantize=False)
