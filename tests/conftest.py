@@ -26,6 +26,16 @@ def make_sde(name, T, eps=1e-5):
     return sde_lib.get_sde(name, T=T, eps=eps, **hyper)
 
 
+def two_replicas() -> tf.distribute.Strategy:
+    """MirroredStrategy over the two logical CPUs, reducing through one device.  With the default
+    collective all-reduce, a second MirroredStrategy in the same process (pytest-xdist runs several
+    test files in one worker) reuses the first one's collective instance keys and aborts with
+    "Shape mismatch in the collective instance"."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
+    assert len(devices) == 2
+    return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     tf.random.set_seed(0)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from shortdiff_tf import aux_prior, elbo as elbo_lib, samplers, toy
 from shortdiff_tf.priors.glow import GlowPrior
-from tests.conftest import make_sde
+from tests.conftest import make_sde, two_replicas
 
 
 def randomized_glow(shape=(4, 4, 3), levels=1, steps=2):
@@ -218,12 +218,10 @@ def test_glow_fit_on_two_mirrored_replicas_equals_one_device(glow_run, tmp_path)
     """Each replica gets half of every global batch (not a copy of it): two steps on 2 logical CPUs
     give the loss and weights of one device within 1e-5 relative / 1e-4 absolute."""
     import shutil
-    devices = tf.config.list_logical_devices("CPU")
-    assert len(devices) >= 2
     pcfg = aux_prior.PriorConfig(kind="glow", T=0.4, steps=2, batch_size=16, hidden=8, steps_per_level=1)
     results = []
     for name, strategy in (("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
-                           ("two", tf.distribute.MirroredStrategy([d.name for d in devices[:2]]))):
+                           ("two", two_replicas())):
         run = tmp_path / name
         shutil.copytree(glow_run[0], run, ignore=shutil.ignore_patterns("prior"))
         rep = aux_prior.fit_prior(run, pcfg, strategy=strategy, progress=False, log=lambda *a: None)

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from shortdiff_tf import checkpoints, config, training
+from tests.conftest import two_replicas
 
 TINY = config.RunConfig(
     sde=config.SDEConfig(T=0.4),
@@ -43,10 +44,8 @@ def test_mirrored_step_equals_single_device_step():
     array = np.random.RandomState(0).randint(0, 256, (32, 8, 8, 1)).astype(np.uint8)
     batch = training.make_batch_fn(array, 8, 0, True)(tf.constant(0, tf.int64))
     results = []
-    devices = tf.config.list_logical_devices("CPU")
-    assert len(devices) >= 2
     for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"),
-                     tf.distribute.MirroredStrategy([d.name for d in devices[:2]])):
+                     two_replicas()):
         state = training.build_state(cfg, (8, 8, 1), strategy)
         step = training.make_train_step(cfg, state, strategy)
         ds = tf.data.Dataset.from_tensors(batch)
@@ -62,10 +61,9 @@ def test_gradient_accumulation_gives_the_full_batch_step():
     step on the whole batch of 8 (1e-5), also on 2 mirrored replicas."""
     array = np.random.RandomState(0).randint(0, 256, (32, 8, 8, 1)).astype(np.uint8)
     batch = training.make_batch_fn(array, 8, 0, True)(tf.constant(0, tf.int64))
-    devices = tf.config.list_logical_devices("CPU")
     results = []
     for k, strategy in ((1, tf.distribute.OneDeviceStrategy("/cpu:0")), (4, tf.distribute.OneDeviceStrategy("/cpu:0")),
-                        (2, tf.distribute.MirroredStrategy([d.name for d in devices[:2]]))):
+                        (2, two_replicas())):
         cfg = dataclasses.replace(TINY, data=dataclasses.replace(TINY.data, shape=(8, 8, 1)),
                                   train=dataclasses.replace(TINY.train, batch_size=8, grad_accum=k))
         state = training.build_state(cfg, (8, 8, 1), strategy)
