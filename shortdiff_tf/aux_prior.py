@@ -117,11 +117,16 @@ def fit_closed_form(pcfg: PriorConfig, points: np.ndarray):
         warnings.simplefilter("ignore", ConvergenceWarning)
         sk = _fit_sklearn(pcfg, points, BayesianGaussianMixture, SkGMM)
     w = sk.weights_ / sk.weights_.sum()
-    effective = int(np.sum(w > pcfg.weight_threshold))
+    effective = effective_components(w, pcfg.weight_threshold)
     info = {"converged": bool(sk.converged_), "iterations": int(sk.n_iter_)}
     if pcfg.kind == "dpgmm":
         info["effective_components"] = effective
     return GaussianMixture(w, sk.means_, sk.covariances_), info
+
+
+def effective_components(weights, threshold: float) -> int:
+    """Components of a mixture whose weight exceeds ``threshold`` (paper Fig. 4)."""
+    return int(np.sum(np.asarray(weights) > threshold))
 
 
 def _fit_sklearn(pcfg, points, BayesianGaussianMixture, SkGMM):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from scipy import integrate, optimize
 
 from cli.main import cli
-from shortdiff_tf import elbo as elbo_lib, toy
+from shortdiff_tf import aux_prior, elbo as elbo_lib, toy
 from shortdiff_tf.priors import GaussianMixture, GaussianPrior
 from shortdiff_tf.study import optimal_T, quadrature, toy_grid
 from tests.conftest import make_sde
@@ -77,7 +77,7 @@ def test_decomposition_terms_match_closed_forms(name, T):
 
 def test_effective_components_and_perplexity():
     p = GaussianMixture([0.5, 0.495, 0.005], [[0.0], [1.0], [2.0]], [1.0, 1.0, 1.0])
-    assert toy_grid.effective_components(p, 0.01) == 2
+    assert aux_prior.effective_components(p.weights, 0.01) == 2
     assert 2.0 < toy_grid.weight_perplexity(p) < 2.1
 
 

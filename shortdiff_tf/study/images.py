@@ -22,7 +22,7 @@ import numpy as np
 from shortdiff_tf import aux_prior, checkpoints, data as data_lib, quality
 from shortdiff_tf.evaluation import evaluate_run
 from shortdiff_tf.generate import sample_run
-from shortdiff_tf.runs import load_run
+from shortdiff_tf.config import RunConfig
 from shortdiff_tf.study.config import StudyConfig
 
 POINT_FILE = "study_point.json"
@@ -43,14 +43,17 @@ def make_view(run_dir, study_dir, T: float) -> Path:
 
 
 def check_reusable(run_dir, T_grid) -> None:
-    run = load_run(run_dir)
-    if len(run.shape) != 3:
-        raise ValueError(f"--reuse-score expects an image run; {run_dir} holds {list(run.shape)} vectors "
+    """From the run's config alone (the network is loaded by each measurement)."""
+    cfg = RunConfig.load(run_dir)
+    if checkpoints.latest(run_dir) is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint yet; train it first")
+    if len(cfg.data.shape) != 3:
+        raise ValueError(f"--reuse-score expects an image run; {run_dir} holds {list(cfg.data.shape)} vectors "
                          f"(toy studies train their own models: drop --reuse-score)")
-    too_long = [T for T in T_grid if T > run.cfg.sde.T + 1e-12]
+    too_long = [T for T in T_grid if T > cfg.sde.T + 1e-12]
     if too_long:
-        raise ValueError(f"--T-grid values {too_long} exceed the T={run.cfg.sde.T:g} the score model of "
-                         f"{run_dir} was trained at; use T <= {run.cfg.sde.T:g}")
+        raise ValueError(f"--T-grid values {too_long} exceed the T={cfg.sde.T:g} the score model of "
+                         f"{run_dir} was trained at; use T <= {cfg.sde.T:g}")
 
 
 def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log=print) -> dict:
@@ -99,5 +102,5 @@ def _samples(cfg: StudyConfig, view: Path, T: float, prior: str, extractor, refe
 
 
 def reference_images(run_dir) -> np.ndarray:
-    run = load_run(run_dir)
-    return data_lib.load(run.cfg.data.dataset, "train", run.cfg.data.data_dir).array
+    data = RunConfig.load(run_dir).data
+    return data_lib.load(data.dataset, "train", data.data_dir).array

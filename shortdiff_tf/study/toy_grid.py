@@ -83,7 +83,7 @@ def measure(cfg: StudyConfig, run_dir, seed: int) -> dict:
     diffusion = toy.ToyDiffusion(toy.get_toy(cfg.dataset), sde)
     priors = {"noise": sde.prior(run.shape), "aux": nu_phi}
     score = run.score_fn()
-    out = {"dim": int(run.shape[0]), "aux_components": effective_components(nu_phi, pcfg.weight_threshold),
+    out = {"dim": int(run.shape[0]), "aux_components": aux_prior.effective_components(nu_phi.weights, pcfg.weight_threshold),
            "aux_perplexity": weight_perplexity(nu_phi)}
     out.update(decomposition(sde, score, diffusion, priors, cfg.num_eval, seed))
     for name, prior in priors.items():
@@ -94,11 +94,6 @@ def measure(cfg: StudyConfig, run_dir, seed: int) -> dict:
 
 def _suffix(d: dict, name: str) -> dict:
     return {f"{k}_{name}": v for k, v in d.items()}
-
-
-def effective_components(prior, threshold: float) -> int:
-    """Components of a mixture prior whose weight exceeds ``threshold`` (paper Fig. 4)."""
-    return int(np.sum(np.asarray(prior.weights) > threshold))
 
 
 def weight_perplexity(prior) -> float:
