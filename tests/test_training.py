@@ -38,6 +38,18 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(full_run, tmp_path):
     assert [int(l.split('"step": ')[1].split(",")[0]) for l in lines] == [2, 3, 4, 6]
 
 
+def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
+    """Dropout's seed state is checkpointed under a stable path, so a run with dropout resumes
+    to the weights of an uninterrupted run (1e-5) and draws the same masks."""
+    cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, dropout=0.3),
+                              train=dataclasses.replace(TINY.train, steps=4))
+    training.train(cfg, tmp_path / "full", progress=False, log=lambda *_: None)
+    training.train(cfg, tmp_path / "split", progress=False, stop_after=2, log=lambda *_: None)
+    training.train(cfg, tmp_path / "split", progress=False, log=lambda *_: None)
+    for a, b in zip(weights(tmp_path / "full"), weights(tmp_path / "split")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_mirrored_step_equals_single_device_step():
     """One step on 2 logical CPU replicas gives the weights of the same step on one device (1e-5)."""
     cfg = dataclasses.replace(TINY, data=dataclasses.replace(TINY.data, shape=(8, 8, 1)))

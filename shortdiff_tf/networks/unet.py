@@ -13,6 +13,8 @@ import keras
 from keras import ops
 
 from shortdiff_tf.networks.embeddings import NoiseEmbedding
+from shortdiff_tf.networks.dropout import Dropout
+from shortdiff_tf.networks.groupnorm import GroupNorm
 
 SKIP_SCALE = 1.0 / math.sqrt(2.0)
 
@@ -40,18 +42,18 @@ class ResBlock(keras.layers.Layer):
         self.conv_0 = _conv(self.out_ch, "conv_0")
         self.conv_1 = _conv(self.out_ch, "conv_1", zero=True)
         self.emb_proj = keras.layers.Dense(self.out_ch, name="emb_proj")
-        self.norm_1 = keras.layers.GroupNormalization(num_groups(self.out_ch), epsilon=1e-6, name="norm_1")
-        self.drop = keras.layers.Dropout(self.dropout)
+        self.norm_1 = GroupNorm(num_groups(self.out_ch), epsilon=1e-6, silu=True, name="norm_1")
+        self.drop = Dropout(self.dropout, name="dropout")
 
     def build(self, x_shape, emb_shape=None):
         in_ch = x_shape[-1]
-        self.norm_0 = keras.layers.GroupNormalization(num_groups(in_ch), epsilon=1e-6, name="norm_0")
+        self.norm_0 = GroupNorm(num_groups(in_ch), epsilon=1e-6, silu=True, name="norm_0")
         self.skip = _conv(self.out_ch, "skip", kernel=1) if in_ch != self.out_ch else None
 
     def call(self, x, emb, training=None):
-        h = self.conv_0(ops.silu(self.norm_0(x)))
+        h = self.conv_0(self.norm_0(x))
         h = h + self.emb_proj(ops.silu(emb))[:, None, None, :]
-        h = self.conv_1(self.drop(ops.silu(self.norm_1(h)), training=training))
+        h = self.conv_1(self.drop(self.norm_1(h), training=training))
         skip = x if self.skip is None else self.skip(x)
         return (skip + h) * SKIP_SCALE
 
@@ -65,7 +67,7 @@ class AttnBlock(keras.layers.Layer):
 
     def build(self, x_shape):
         ch = x_shape[-1]
-        self.norm = keras.layers.GroupNormalization(num_groups(ch), epsilon=1e-6, name="norm")
+        self.norm = GroupNorm(num_groups(ch), epsilon=1e-6, name="norm")
         self.qkv = keras.layers.Dense(3 * ch, name="qkv")
         self.proj = keras.layers.Dense(ch, kernel_initializer=keras.initializers.VarianceScaling(1e-10), name="proj")
 
@@ -95,7 +97,7 @@ class ScoreUNet(keras.Model):
         self.embed = NoiseEmbedding(4 * self.ch, self.fourier_scale, name="embed")
         self.conv_in = _conv(self.ch, "conv_in")
         self._make_down(), self._make_mid(), self._make_up()
-        self.norm_out = keras.layers.GroupNormalization(num_groups(self.ch), epsilon=1e-6, name="norm_out")
+        self.norm_out = GroupNorm(num_groups(self.ch), epsilon=1e-6, silu=True, name="norm_out")
         self.conv_out = _conv(self.channels, "conv_out", zero=True)
 
     def _check(self):
@@ -150,7 +152,7 @@ class ScoreUNet(keras.Model):
                 h = attn(h) if attn is not None else h
             else:
                 h = layer(ops.repeat(ops.repeat(h, 2, axis=1), 2, axis=2))
-        return self.conv_out(ops.silu(self.norm_out(h)))
+        return self.conv_out(self.norm_out(h))
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "channels": self.channels,
