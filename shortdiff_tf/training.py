@@ -142,11 +142,15 @@ def make_train_step(cfg: RunConfig, state: State, strategy):
 
 def accumulate(loss_and_grads, batch: dict, k: int, variables):
     """Sum of the losses and gradients of k equal micro-batches, one after another (a while
-    loop, so only one micro-batch's activations are alive): with each micro-batch's loss
-    divided by the *global* batch size, the sums equal the full batch's loss and gradient."""
+    loop run one iteration at a time, so only one micro-batch's activations are alive): with
+    each micro-batch's loss divided by the *global* batch size, the sums equal the full batch's
+    loss and gradient."""
     m = tf.shape(batch["x0"])[0] // k
     loss, grads = tf.constant(0.0), [tf.zeros_like(v) for v in variables]
     for i in tf.range(k):
+        # the default runs up to 10 iterations at once: their forward passes do not depend on
+        # each other, so several micro-batches' activations would be alive together
+        tf.autograph.experimental.set_loop_options(parallel_iterations=1)
         micro = {key: value[i * m:(i + 1) * m] for key, value in batch.items()}
         l_i, g_i = loss_and_grads(micro)
         loss, grads = loss + l_i, [a + b for a, b in zip(grads, g_i)]
