@@ -47,3 +47,34 @@ def write(name: str, payload: dict, out: str | None = None) -> Path:
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def untrained_score(preset: str, shape):
+    """(sde, score_fn, net) of a preset's U-Net with random weights everywhere (the zero-initialised
+    output layer too, so the ODE sees a non-trivial field); costs do not depend on training."""
+    import tensorflow as tf
+    from shortdiff_tf import config, networks
+    net = networks.build_score_net(config.model_preset(shape), shape)
+    for v in net.trainable_variables:
+        if "conv_out" in v.path and "kernel" in v.path:
+            v.assign(tf.random.stateless_normal(v.shape, [0, 1], stddev=0.05))
+    sde = config.SDEConfig().build()
+    return sde, networks.score_function(net, sde), net
+
+
+def per_call_seconds(step_fn, x, calls: int, repeats: int):
+    """Seconds of one call of ``step_fn(x) -> x``, measured two ways: ``calls`` calls in one graph
+    loop (as the samplers run them) and single compiled calls (median of ``repeats`` each).
+    -> (the smaller, i.e. the stricter baseline for a ratio, {"loop": [...], "single": [...]})."""
+    import tensorflow as tf
+
+    @tf.function
+    def loop(x):
+        for _ in tf.range(calls):
+            x = step_fn(x)
+        return x
+
+    single = tf.function(step_fn)
+    loop_median, loop_times, _ = timed(lambda: loop(x).numpy(), repeats)
+    single_median, single_times, _ = timed(lambda: single(x).numpy(), repeats)
+    return min(loop_median / calls, single_median), {"loop": [t / calls for t in loop_times], "single": single_times}

@@ -1,10 +1,17 @@
-"""Training-step throughput of the digits and MNIST presets, and bits/dim of T = 1 vs T = 0.4.
+"""Training-step throughput and peak memory of the presets, and bits/dim of T = 1 vs T = 0.4.
 
-Images/s is the median over ``--repeats`` timed windows of ``--window`` compiled steps (after a
-warm-up), at batch 64 and 128, with the parameter count and an estimate of the FLOPs of a step
-(convolution and matmul FLOPs of the forward pass from TF's profiler, times 3 for forward +
-backward).  ``--bpd-steps`` > 0 also trains digits at T = 1 and T = 0.4 with the same budget and
-reports PF-ODE bits/dim on the test split.
+Throughput: images/s is the median over ``--repeats`` timed windows of ``--window`` compiled steps
+(after a warm-up), at batch 64 and 128, with the parameter count.  FLOPs count convolutions and
+matrix products only (DESIGN.md section 9): the forward pass's, from TF's per-op FLOP statistics
+of the traced graph, times 3 for forward + backward (each convolution's input and filter
+gradients cost one forward each).  Target: >= 150 GFLOP/s for the MNIST preset at its batch.
+
+Memory: the peak bytes held by TF's CPU allocator during one compiled training step (after a
+warm-up step), for the MNIST and CIFAR-10 presets at their batch size, with --grad-accum 1 and 4,
+and the bytes of the state (weights, Adam moments, EMA).
+
+``--bpd-steps`` > 0 also trains digits at T = 1 and T = 0.4 with the same budget and reports
+PF-ODE bits/dim on the test split.
 
     python benchmarks/train_throughput.py [--repeats 5] [--bpd-steps 2500] [--out FILE]
 """
@@ -22,30 +29,55 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write  # noqa: E402
 
+TARGET_GFLOP_S = 150.0
+COUNTED_OPS = ("Conv2D", "MatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum")
+PRESETS = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
-def forward_flops(net, shape, batch) -> float:
-    """FLOPs of one forward pass from the TF profiler (float ops of the traced graph)."""
+
+def forward_flops(net, shape) -> float:
+    """Convolution and matmul FLOPs of one forward pass per image (TF's per-op FLOP statistics)."""
     import tensorflow as tf
-    from tensorflow.python.profiler import model_analyzer, option_builder
+    from tensorflow.python.framework import ops as ops_lib
     fn = tf.function(lambda x, c: net([x, c]))
-    concrete = fn.get_concrete_function(tf.TensorSpec((batch,) + tuple(shape)), tf.TensorSpec((batch,)))
-    opts = option_builder.ProfileOptionBuilder.float_operation()
-    opts["output"] = "none"
-    info = model_analyzer.profile(concrete.graph, options=opts)
-    return float(info.total_float_ops)
+    graph = fn.get_concrete_function(tf.TensorSpec((1,) + tuple(shape)), tf.TensorSpec((1,))).graph
+    total = 0
+    for op in graph.get_operations():
+        if op.type in COUNTED_OPS:
+            total += ops_lib.get_stats_for_node_def(graph, op.node_def, "flops").value or 0
+    return float(total)
 
 
-def throughput(preset: str, shape, batch: int, repeats: int, window: int) -> dict:
+def preset_batch(preset: str) -> int:
+    from shortdiff_tf import config
+    return config.train_preset(preset, PRESETS[preset]).batch_size
+
+
+def preset_config(preset: str, batch: int, grad_accum: int = 1):
+    from shortdiff_tf import config
+    shape = PRESETS[preset]
+    train = dataclasses.replace(config.train_preset(preset, shape), batch_size=batch, grad_accum=grad_accum)
+    return config.RunConfig(data=config.DataConfig(dataset=preset, shape=shape), model=config.model_preset(shape),
+                            train=train)
+
+
+def compiled_step(cfg, num_batches: int):
+    """-> (state, step, batches): a built training step and some global batches of random images."""
     import numpy as np
     import tensorflow as tf
-    from shortdiff_tf import config, networks, training
-    cfg = config.RunConfig(data=config.DataConfig(dataset=preset, shape=shape), model=config.model_preset(shape),
-                           train=dataclasses.replace(config.train_preset(preset, shape), batch_size=batch))
+    from shortdiff_tf import training
+    shape, batch = cfg.data.shape, cfg.train.batch_size
     strategy = tf.distribute.get_strategy()
     state = training.build_state(cfg, shape, strategy)
     step = training.make_train_step(cfg, state, strategy)
     array = np.random.RandomState(0).randint(0, 256, (max(4 * batch, 512),) + tuple(shape)).astype(np.uint8)
-    batches = [training.make_batch_fn(array, batch, 0, True)(tf.constant(i, tf.int64)) for i in range(window)]
+    batch_fn = training.make_batch_fn(array, batch, 0, True)
+    return state, step, [batch_fn(tf.constant(i, tf.int64)) for i in range(num_batches)]
+
+
+def throughput(preset: str, batch: int, repeats: int, window: int) -> dict:
+    from shortdiff_tf import networks
+    cfg = preset_config(preset, batch)
+    state, step, batches = compiled_step(cfg, window)
     for b in batches[:3]:
         step(b)
     rates = []
@@ -55,11 +87,34 @@ def throughput(preset: str, shape, batch: int, repeats: int, window: int) -> dic
             loss, _ = step(b)
         float(loss)
         rates.append(window * batch / (time.perf_counter() - start))
-    fwd = forward_flops(state.net, shape, batch) / batch
+    gflop = 3 * forward_flops(state.net, cfg.data.shape) / 1e9
     rate = statistics.median(rates)
-    return {"preset": preset, "shape": list(shape), "batch": batch, "params": networks.count_params(state.net),
-            "images_per_s_median": rate, "images_per_s": rates, "gflop_per_image_fwd_bwd": 3 * fwd / 1e9,
-            "gflop_per_s": 3 * fwd * rate / 1e9, "seconds_per_step": batch / rate}
+    row = {"preset": preset, "shape": list(cfg.data.shape), "batch": batch,
+           "params": networks.count_params(state.net), "images_per_s_median": rate, "images_per_s": rates,
+           "gflop_per_image_fwd_bwd": gflop, "gflop_per_s": gflop * rate, "seconds_per_step": batch / rate}
+    if preset == "mnist" and batch == preset_batch(preset):
+        row.update(target_gflop_per_s=TARGET_GFLOP_S, meets_target=gflop * rate >= TARGET_GFLOP_S)
+    return row
+
+
+def peak_memory(preset: str, grad_accum: int) -> dict:
+    """Peak bytes of TF's CPU allocator during one training step at the preset's batch size."""
+    import tensorflow as tf
+    from shortdiff_tf import networks
+    cfg = preset_config(preset, preset_batch(preset), grad_accum)
+    state, step, batches = compiled_step(cfg, 2)
+    float(step(batches[0])[0])
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    start = time.perf_counter()
+    float(step(batches[1])[0])
+    seconds = time.perf_counter() - start
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    params = networks.count_params(state.net)
+    return {"preset": preset, "batch": cfg.train.batch_size, "grad_accum": grad_accum, "params": params,
+            "state_mib": 4 * params * 4 / 2**20, "allocated_before_step_mib": before / 2**20,
+            "peak_during_step_mib": peak / 2**20, "step_working_set_mib": (peak - before) / 2**20,
+            "seconds_per_step": seconds}
 
 
 def bpd_against_T(steps: int, num_examples: int) -> list:
@@ -84,19 +139,30 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--window", type=int, default=10)
+    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--bpd-steps", type=int, default=2500)
     ap.add_argument("--bpd-examples", type=int, default=128)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     rows = []
-    for preset, shape in (("digits", (8, 8, 1)), ("mnist", (28, 28, 1))):
+    for preset in ("digits", "mnist"):
         for batch in (64, 128):
-            row = throughput(preset, shape, batch, args.repeats, args.window)
+            row = throughput(preset, batch, args.repeats, args.window)
             rows.append(row)
-            print(f"{preset} batch {batch}: {row['images_per_s_median']:.0f} img/s, "
-                  f"{row['gflop_per_s']:.1f} GFLOP/s, {row['params']:,} params")
+            target = (f" (target >= {TARGET_GFLOP_S:.0f}: {'met' if row['meets_target'] else 'NOT met'})"
+                      if "meets_target" in row else "")
+            print(f"{preset} batch {batch}: {row['images_per_s_median']:.1f} img/s, "
+                  f"{row['gflop_per_s']:.1f} GFLOP/s{target}, {row['params']:,} params")
+    memory = []
+    for preset in ("mnist", "cifar10") if args.memory else ():
+        for accum in (1, 4):
+            m = peak_memory(preset, accum)
+            memory.append(m)
+            print(f"{preset} batch {m['batch']} grad-accum {accum}: peak {m['peak_during_step_mib']:.0f} MiB "
+                  f"(step working set {m['step_working_set_mib']:.0f} MiB, state {m['state_mib']:.0f} MiB)")
     bpd = bpd_against_T(args.bpd_steps, args.bpd_examples) if args.bpd_steps > 0 else []
-    write("train_throughput", {"config": vars(args), "throughput": rows, "bpd_against_T": bpd}, args.out)
+    write("train_throughput", {"config": vars(args), "flops_counted": "conv + matmul, forward x 3",
+                               "throughput": rows, "peak_memory": memory, "bpd_against_T": bpd}, args.out)
 
 
 if __name__ == "__main__":
