@@ -4,8 +4,8 @@ y = x m,  m = keep / (1 - rate_q),  keep = [u >= rate_q],  u uniform on {0, ...,
 
 where rate_q = round(2^16 rate) / 2^16 is the rate on a grid of 2^-16 (|rate_q - rate| <= 2^-17),
 so E[y] = x exactly.  Each Philox draw of 32 bits gives the keep decisions of two elements (the
-stock dropout draws a float per element), and the gradient is dy m, one multiply, where
-automatic differentiation of Keras' select-based dropout makes two passes.
+stock dropout draws a float per element), and y = x m is one multiply, whose gradient dy m is
+one more (Keras' dropout is a multiply and a select).
 """
 from __future__ import annotations
 
@@ -25,14 +25,9 @@ def dropout_mask(shape, rate: float, seed, dtype=tf.float32):
     n = tf.reduce_prod(shape)
     bits = tf.random.stateless_uniform([(n + 1) // 2], seed, minval=None, maxval=None, dtype=tf.int32)
     halves = tf.reshape(tf.bitcast(bits, tf.uint16), [-1])[:n]
-    threshold = int(round(rate * RESOLUTION))
+    threshold = int(quantized_rate(rate) * RESOLUTION)
     keep = tf.reshape(halves >= tf.constant(threshold, tf.uint16), shape)
     return tf.where(keep, tf.constant(1.0 / (1.0 - quantized_rate(rate)), dtype), tf.constant(0.0, dtype))
-
-
-@tf.custom_gradient
-def _apply(x, mask):
-    return x * mask, lambda dy: (dy * mask, None)
 
 
 @keras.saving.register_keras_serializable(package="shortdiff")
@@ -56,7 +51,7 @@ class Dropout(keras.layers.Layer):
         if not training or quantized_rate(self.rate) == 0.0:
             return x
         seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
-        return _apply(x, dropout_mask(tf.shape(x), self.rate, seed, x.dtype))
+        return x * dropout_mask(tf.shape(x), self.rate, seed, x.dtype)
 
     def compute_output_shape(self, x_shape):
         return x_shape

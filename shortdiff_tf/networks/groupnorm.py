@@ -15,8 +15,8 @@ The gradient is the closed form (x_hat = (x - mu) r; <.> the mean over a group)
     dx = r (gamma dy - <gamma dy> - x_hat <gamma dy x_hat>),
     dgamma = sum_{b,h,w} dy x_hat,   dbeta = sum_{b,h,w} dy,
 
-written as dx = dy p + x q + k with [B, C] coefficients p, q, k: three passes over the
-tensor, where automatic differentiation of the forward pass makes about ten.
+written as dx = dy p + x q + k with [B, C] coefficients p, q, k, after the two per-channel
+reductions of dy and dy x.
 """
 from __future__ import annotations
 
