@@ -27,7 +27,8 @@ ROWS = (("standard", 1.0), ("standard", 0.4), ("ours", 0.4), ("standard", 0.2), 
 
 
 def train_runs(dataset: str, workdir: Path, Ts, steps) -> dict:
-    from shortdiff_tf import config, data, training
+    from shortdiff_tf import config, data
+    from shortdiff_tf.app.train import train
     shape = data.load(dataset, "train").shape
     runs = {}
     for T in Ts:
@@ -37,18 +38,19 @@ def train_runs(dataset: str, workdir: Path, Ts, steps) -> dict:
                                train=dataclasses.replace(tcfg, steps=steps or tcfg.steps))
         run_dir = workdir / f"{dataset}-vp-T{T:g}"
         start = time.perf_counter()
-        training.train(cfg, run_dir, progress=False, log=print)
+        train(cfg, run_dir, progress=False, log=print)
         runs[T] = {"run_dir": run_dir, "train_seconds": time.perf_counter() - start, "steps": cfg.train.steps}
     return runs
 
 
 def fit_priors(runs: dict, prior_steps: int) -> dict:
-    from shortdiff_tf import aux_prior
+    from shortdiff_tf.app.fit_prior import fit_prior
+    from shortdiff_tf.config import PriorConfig
     fits = {}
     for T, info in runs.items():
         if T < 1.0:
             start = time.perf_counter()
-            rep = aux_prior.fit_prior(info["run_dir"], aux_prior.PriorConfig(kind="glow", T=T, steps=prior_steps),
+            rep = fit_prior(info["run_dir"], PriorConfig(kind="glow", T=T, steps=prior_steps),
                                       progress=False, log=print)
             fits[T] = {"seconds": time.perf_counter() - start, "steps": prior_steps,
                        **{k: v for k, v in rep.items() if isinstance(v, (int, float, str))}}
@@ -58,8 +60,8 @@ def fit_priors(runs: dict, prior_steps: int) -> dict:
 def measure_row(kind: str, T: float, run_dir: Path, extractor, reference, args) -> dict:
     import numpy as np
     from shortdiff_tf import quality
-    from shortdiff_tf.evaluation import evaluate_run
-    from shortdiff_tf.generate import sample_run
+    from shortdiff_tf.app.evaluate import evaluate_run
+    from shortdiff_tf.app.sample import sample_run
     prior = "aux" if kind == "ours" else "noise"
     ev = evaluate_run(run_dir, num_examples=args.num_examples, prior=prior)
     row = {"model": kind, "T": T, "prior": ev["prior"], "bpd": ev["likelihood"]["bpd"],
@@ -67,7 +69,7 @@ def measure_row(kind: str, T: float, run_dir: Path, extractor, reference, args) 
            "bpd_ode": ev["likelihood"]["bpd_ode"], "elbo_bpd_bound": ev["elbo"].get("bpd_bound"),
            "likelihood_nfe_mean": ev["nfe_mean"], "num_examples": ev["num_examples"]}
     for sampler in ("em", "ode"):
-        s = sample_run(run_dir, sampler=sampler, num=args.num_samples, seed=1, prior=prior,
+        s = sample_run(run_dir, sampler=sampler, num_samples=args.num_samples, seed=1, prior=prior,
                        out=str(Path(run_dir) / "bench" / f"{sampler}-{kind}"))
         with np.load(s["npz"]) as f:
             q = quality.sample_quality(f["images"], reference, extractor)

@@ -29,14 +29,13 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     import tensorflow as tf
-    from shortdiff_tf import export, samplers
-    from shortdiff_tf.aux_prior import resolve_prior
-    from shortdiff_tf.generate import sampler_config
-    from shortdiff_tf.runs import load_run
+    from shortdiff_tf import samplers
+    from shortdiff_tf.app import export
+    from shortdiff_tf.app.runs import load_run, resolve_prior
 
     run = load_run(args.workdir)
     prior, T, prior_name = resolve_prior(run, "auto")
-    smp = samplers.Sampler(run.sde(T), run.score_fn(T), prior, sampler_config(args.sampler))
+    smp = samplers.Sampler(run.sde(T), run.score_fn(T), prior, samplers.preset(args.sampler))
     lib_s, lib_times, lib = timed(lambda: smp(args.num, (1, 2), steps=args.steps).x.numpy(), args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         rep = export.export_run(args.workdir, out=str(Path(tmp) / "m" / "1"))

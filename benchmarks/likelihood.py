@@ -4,7 +4,7 @@ For each preset's U-Net (random weights; cost does not depend on them), at one b
 seconds of a plain forward and of a forward + VJP (the Hutchinson term), each in a graph loop
 and as single calls (the smaller is the baseline), and of the PF-ODE likelihood solve divided
 by its NFE.  The number of network calls traced
-in one right-hand-side evaluation is counted.  Target (DESIGN.md section 9): one forward and
+in one right-hand-side evaluation is counted.  Target: one forward and
 one VJP per evaluation, never a second forward: seconds/NFE <= 1.05 x (forward + VJP).
 The cost per NFE does not depend on the tolerance, so the default rtol = atol = 1e-3 keeps the
 run short (evaluation uses 1e-5).

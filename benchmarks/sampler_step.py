@@ -5,7 +5,7 @@ of one score evaluation (in a graph loop and as single calls; the smaller is the
 of one step of the Euler-Maruyama and predictor-corrector (two score evaluations per step)
 samplers, each from the difference of a ``--steps``-step and a 1-step run (so prior draws and
 compilation cancel).
-Target (DESIGN.md section 9): seconds per score evaluation of a sampler <= 1.05 x a forward.
+Target: seconds per score evaluation of a sampler <= 1.05 x a forward.
 
     python benchmarks/sampler_step.py [--batch 64] [--steps 11] [--repeats 5] [--out FILE]
 """

@@ -2,7 +2,7 @@
 
 Throughput: images/s is the median over ``--repeats`` timed windows of ``--window`` compiled steps
 (after a warm-up), at batch 64 and 128, with the parameter count.  FLOPs count convolutions and
-matrix products only (DESIGN.md section 9): the forward pass's, from TF's per-op FLOP statistics
+matrix products only: the forward pass's, from TF's per-op FLOP statistics
 of the traced graph, times 3 for forward + backward (each convolution's input and filter
 gradients cost one forward each).  Target: >= 150 GFLOP/s for the MNIST preset at its batch.
 
@@ -64,13 +64,13 @@ def compiled_step(cfg, num_batches: int):
     """-> (state, step, batches): a built training step and some global batches of random images."""
     import numpy as np
     import tensorflow as tf
-    from shortdiff_tf import training
+    from shortdiff_tf import pipeline, training
     shape, batch = cfg.data.shape, cfg.train.batch_size
     strategy = tf.distribute.get_strategy()
     state = training.build_state(cfg, shape, strategy)
     step = training.make_train_step(cfg, state, strategy)
     array = np.random.RandomState(0).randint(0, 256, (max(4 * batch, 512),) + tuple(shape)).astype(np.uint8)
-    batch_fn = training.make_batch_fn(array, batch, 0, True)
+    batch_fn = pipeline.make_batch_fn(array, batch, 0, True)
     return state, step, [batch_fn(tf.constant(i, tf.int64)) for i in range(num_batches)]
 
 
@@ -118,15 +118,16 @@ def peak_memory(preset: str, grad_accum: int) -> dict:
 
 
 def bpd_against_T(steps: int, num_examples: int) -> list:
-    from shortdiff_tf import config, training
-    from shortdiff_tf.evaluation import evaluate_run
+    from shortdiff_tf import config
+    from shortdiff_tf.app.evaluate import evaluate_run
+    from shortdiff_tf.app.train import train
     rows = []
     for T in (1.0, 0.4):
         with tempfile.TemporaryDirectory() as tmp:
             cfg = config.RunConfig(sde=config.SDEConfig(T=T), data=config.DataConfig(dataset="digits"),
                                    train=dataclasses.replace(config.train_preset("digits", (8, 8, 1)), steps=steps))
             start = time.perf_counter()
-            training.train(cfg, tmp, progress=False, log=lambda *_: None)
+            train(cfg, tmp, progress=False, log=lambda *_: None)
             train_s = time.perf_counter() - start
             r = evaluate_run(tmp, num_examples=num_examples)
             rows.append({"T": T, "steps": steps, "train_seconds": train_s, "likelihood": r["likelihood"],

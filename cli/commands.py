@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cli.errors import friendly
+from cli.options import AliasedOption
 
 SDE_CHOICES = ["vp", "ve", "subvp"]
 SAMPLER_CHOICES = ["em", "pc", "ode"]
@@ -74,9 +75,9 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
     cfg = resolve_train_config(workdir, click.get_current_context(), opts)
     if dry_run:
         return click.echo(cfg.to_json())
-    from shortdiff_tf import training
+    from shortdiff_tf.app.train import train as train_run
     click.echo(f"run directory: {workdir}")
-    result = training.train(cfg, workdir, strategy=strat, progress=not no_progress, log=click.echo)
+    result = train_run(cfg, workdir, strategy=strat, progress=not no_progress, log=click.echo)
     report(result, as_json, [f"trained to step {result['step']}; checkpoint {result.get('checkpoint')}"])
 
 
@@ -85,8 +86,9 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
 @click.option("--sampler", type=click.Choice(SAMPLER_CHOICES), default="em",
               help="em: Euler-Maruyama; pc: reverse diffusion + Langevin; ode: probability flow (RK45).")
 @click.option("--steps", type=click.IntRange(1), default=None, help="SDE steps  [default: 1000 T].")
-@click.option("--num", type=click.IntRange(1), default=64, help="Number of samples.")
-@click.option("--seed", type=int, default=0, help="Sampling seed (same seed, same images at any --num).")
+@click.option("--num-samples", "--num", "num_samples", cls=AliasedOption, hidden_aliases=("--num",),
+              type=click.IntRange(1), default=64, help="Number of samples.")
+@click.option("--seed", type=int, default=0, help="Sampling seed (same seed, same images at any --num-samples).")
 @click.option("--snr", type=click.FloatRange(0, min_open=True), default=None, help="Langevin signal-to-noise (pc).")
 @click.option("--T", "T", type=T_RANGE, default=None, help="Sample from a shorter T than trained.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output stem (.png and .npz).")
@@ -94,12 +96,12 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
 @prior_option
 @json_option
 @friendly
-def sample(workdir, sampler, steps, num, seed, snr, T, out, temperature, prior, as_json):
+def sample(workdir, sampler, steps, num_samples, seed, snr, T, out, temperature, prior, as_json):
     """Sample a trained run to a PNG grid and an .npz.  e.g.  shortdiff sample --workdir runs/digits-vp-T0.4"""
-    from shortdiff_tf.generate import sample_run
-    r = sample_run(workdir, sampler=sampler, steps=steps, num=num, seed=seed, T=T, out=out, snr=snr,
+    from shortdiff_tf.app.sample import sample_run
+    r = sample_run(workdir, sampler=sampler, steps=steps, num_samples=num_samples, seed=seed, T=T, out=out, snr=snr,
                    prior=prior, temperature=temperature)
-    report(r, as_json, [f"{r['num']} samples ({r['sampler']}, T={r['T']:g}, prior {r['prior']}, NFE {r['nfe']}) "
+    report(r, as_json, [f"{r['num_samples']} samples ({r['sampler']}, T={r['T']:g}, prior {r['prior']}, NFE {r['nfe']}) "
                         f"in {r['seconds']:.1f} s",
                         f"wrote {r['png']} and {r['npz']}"])
 
@@ -124,7 +126,7 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
              prior, as_json):
     """Bits/dim by the probability-flow ODE, and the ELBO, with their terms.
     e.g.  shortdiff evaluate --workdir runs/digits-vp-T0.4 --num-examples 64"""
-    from shortdiff_tf.evaluation import evaluate_run
+    from shortdiff_tf.app.evaluate import evaluate_run
     r = evaluate_run(workdir, dataset, split_name, num_examples, batch_size, rtol, atol, divergence, seed, T,
                      data_dir, prior)
     report(r, as_json, _evaluate_lines(r))
@@ -154,16 +156,16 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, glow_levels, glow_steps, glow_hidden,
               components, fit_samples, strategy, no_progress, as_json):
     """Fit the auxiliary prior nu_phi on the diffused data at T.  e.g.  shortdiff fit-prior --workdir runs/digits-vp-T0.4"""
-    from shortdiff_tf import aux_prior, distribute
+    from shortdiff_tf import distribute
     strat = distribute.get(strategy)                           # multiworker: before any other TF op
-    from shortdiff_tf.config import RunConfig
+    from shortdiff_tf.app.fit_prior import fit_prior as fit
+    from shortdiff_tf.config import PriorConfig, RunConfig
     run_cfg = RunConfig.load(workdir)
     kind = kind or ("glow" if len(run_cfg.data.shape) == 3 else "dpgmm")
-    pcfg = aux_prior.PriorConfig(kind=kind, T=run_cfg.sde.T if T is None else T, target=target, steps=steps,
-                                 batch_size=batch_size, lr=lr, seed=seed, levels=glow_levels,
-                                 steps_per_level=glow_steps, hidden=glow_hidden, components=components,
-                                 num_fit_samples=fit_samples)
-    r = aux_prior.fit_prior(workdir, pcfg, strategy=strat, progress=not no_progress, log=click.echo)
+    pcfg = PriorConfig(kind=kind, T=run_cfg.sde.T if T is None else T, target=target, steps=steps,
+                       batch_size=batch_size, lr=lr, seed=seed, levels=glow_levels, steps_per_level=glow_steps,
+                       hidden=glow_hidden, components=components, num_fit_samples=fit_samples)
+    r = fit(workdir, pcfg, strategy=strat, progress=not no_progress, log=click.echo)
     extra = f", {r['effective_components']} effective components" if "effective_components" in r else ""
     report(r, as_json, [f"fitted a {r['kind']} prior at T={r['T']:g} ({r['target']} target){extra}; "
                         f"saved in {r['prior_dir']}"])
@@ -205,97 +207,14 @@ def _evaluate_lines(r: dict):
 def export(workdir, out, T, rtol, atol, prior, as_json):
     """One SavedModel for TF Serving with sample, bpd, log_prob, score and metadata signatures.
     e.g.  shortdiff export --workdir runs/digits-vp-T0.4"""
-    from shortdiff_tf.export import export_run
+    from shortdiff_tf.app.export import export_run
     r = export_run(workdir, out, prior, T, rtol, atol)
     report(r, as_json, [f"exported {workdir} (step {r['checkpoint_step']}, T={r['T']:g}, prior {r['prior']}) "
                         f"in {r['seconds']:.0f} s",
                         f"wrote {r['out']} with signatures {', '.join(r['signatures'])}"])
 
 
-@click.command("train-classifier")
-@click.option("--dataset", default="digits", help="A labelled image data set (digits, a TFDS name, a .npz with labels).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Where to save it  [default: classifiers/<dataset>.keras].")
-@click.option("--epochs", type=click.IntRange(1), default=30, help="Training epochs.")
-@click.option("--seed", type=int, default=0, help="Seed of weights and data order.")
-@json_option
-@friendly
-def train_classifier(dataset, data_dir, out, epochs, seed, as_json):
-    """The offline feature extractor for FID/KID: a small CNN on the labelled training split.
-    e.g.  shortdiff train-classifier --dataset digits"""
-    from shortdiff_tf.quality import train_classifier as train_fn
-    out = out or str(Path("classifiers") / f"{Path(dataset).stem}.keras")
-    r = train_fn(dataset, out, epochs=epochs, seed=seed, data_dir=data_dir, log=lambda *_: None)
-    report(r, as_json, [f"classifier on {dataset}: test accuracy {r['test_accuracy']:.4f} "
-                        f"({r['test_examples']} images) -> {r['out']}"])
-
-
-def _T_grid(ctx, param, value):
-    try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of times, e.g. 0.2,0.4,1.0") from None
-
-
-@click.command()
-@click.option("--dataset", default="gmm1d", help="gmm1d | gmm2d (trains per point) | an image set with --reuse-score.")
-@click.option("--sde", type=click.Choice(SDE_CHOICES), default="vp", help="Forward SDE (toy studies).")
-@click.option("--T-grid", "T_grid", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", callback=_T_grid,
-              help="Comma-separated diffusion times in (eps, 1].")
-@click.option("--seeds", type=click.IntRange(1), default=3, help="Seeds per T (toy): median and 95% band.")
-@click.option("--width", type=click.IntRange(1), default=16, help="Toy score MLP width (small on purpose).")
-@click.option("--depth", type=click.IntRange(1), default=2, help="Toy score MLP hidden layers.")
-@click.option("--steps", type=click.IntRange(1), default=2000, help="Score training steps per toy point.")
-@click.option("--prior", "prior", type=click.Choice(["dpgmm", "gmm", "gaussian", "glow"]), default=None,
-              help="Auxiliary prior  [default: dpgmm for toy data, glow for images].")
-@click.option("--prior-steps", type=click.IntRange(1), default=2000, help="Glow fitting steps per T.")
-@click.option("--num-eval", type=click.IntRange(2), default=20000, help="Toy: x0 draws for the ELBO terms and G.")
-@click.option("--num-ll", type=click.IntRange(2), default=256, help="Toy: points for the exact PF-ODE likelihood.")
-@click.option("--num-samples", type=click.IntRange(2), default=1024, help="Samples per prior and sampler.")
-@click.option("--num-examples", type=click.IntRange(1), default=64, help="Images: test images for bits/dim.")
-@click.option("--rtol", type=click.FloatRange(0, min_open=True), default=1e-5, help="PF-ODE relative tolerance.")
-@click.option("--atol", type=click.FloatRange(0, min_open=True), default=1e-5, help="PF-ODE absolute tolerance.")
-@click.option("--samplers", default="em,ode", help="Samplers to measure (comma-separated: em, pc, ode).")
-@click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Images: Glow coupling width.")
-@click.option("--glow-steps", type=click.IntRange(1), default=4, help="Images: Glow steps per level.")
-@click.option("--reuse-score", type=click.Path(), default=None,
-              help="Images: a run trained at T = 1, reused on [eps, T] at every T of the grid.")
-@click.option("--extractor", default=None,
-              help="Images: FID/KID features, a `shortdiff train-classifier` .keras file or inception:WEIGHTS.h5.")
-@click.option("--optimize-T", "optimize", type=click.Choice(["joint", "after"]), default=None,
-              help="Also ascend the ELBO in T (toy): joint = with the score fit, after = on the largest-T model.")
-@click.option("--optimize-steps", type=click.IntRange(1), default=2000, help="Ascent steps for --optimize-T.")
-@click.option("--workdir", type=click.Path(file_okay=False), default=None,
-              help="Study directory  [default: studies/<dataset>-<sde>]. An existing study resumes.")
-@json_option
-@friendly
-def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, num_eval, num_ll, num_samples,
-          num_examples, rtol, atol, samplers, glow_hidden, glow_steps, reuse_score, extractor, optimize, optimize_steps,
-          workdir, as_json):
-    """How much T is enough: the ELBO terms, likelihood, sample quality and NFE against T.
-    e.g.  shortdiff study --dataset gmm1d --T-grid 0.2,0.4,0.6,0.8,1.0 --optimize-T joint"""
-    from shortdiff_tf.study import StudyConfig, run_study
-    from shortdiff_tf import toy
-    is_toy = dataset in toy.TOY.names()
-    cfg = StudyConfig(dataset=dataset, sde=sde, T_grid=T_grid, seeds=seeds if is_toy else 1, width=width,
-                      depth=depth, train_steps=steps, prior=prior or ("dpgmm" if is_toy else "glow"),
-                      prior_steps=prior_steps, num_eval=num_eval, num_ll=num_ll, num_samples=num_samples,
-                      num_examples=num_examples, samplers=tuple(s.strip() for s in samplers.split(",") if s.strip()),
-                      rtol=rtol, atol=atol, glow_hidden=glow_hidden, glow_steps_per_level=glow_steps,
-                      reuse_score=reuse_score,
-                      extractor=extractor)
-    workdir = workdir or str(Path("studies") / f"{Path(dataset).stem}-{sde}")
-    click.echo(f"study directory: {workdir}")
-    r = run_study(cfg, workdir, optimize=optimize, optimize_steps=optimize_steps, log=click.echo)
-    lines = [f"grid optimum of {k}: T={v['T']:g} ({v['value']:.4f})" for k, v in r["grid_optimum"].items()]
-    if "optimize_T" in r:
-        lines += [f"T* by ascent ({m}): {v['T_star']:.3f}" for m, v in r["optimize_T"].items()]
-    lines.append(f"wrote {Path(workdir) / 'study.json'} and {', '.join(Path(f).name for f in r['figures'].values())}")
-    report({k: v for k, v in r.items() if k != "points"}, as_json, lines)
-
-
 def register(group):
-    for cmd in (train, fit_prior, sample, evaluate, export, study, train_classifier):
+    for cmd in (train, fit_prior, sample, evaluate, export):
         group.add_command(cmd)
     return group

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from cli import commands
+from cli import commands, study
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -25,3 +25,5 @@ def cli():
 
 
 commands.register(cli)
+cli.add_command(study.study)
+cli.add_command(study.train_classifier)

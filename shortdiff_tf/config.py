@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from shortdiff_tf import sde as sde_lib
+from shortdiff_tf.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,7 @@ class RunConfig:
         return RunConfig(**{name: _from_dict(cls, raw.get(name, {})) for name, cls in _SECTIONS.items()})
 
     def save(self, run_dir) -> Path:
-        path = Path(run_dir) / "config.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        return atomic_write_text(Path(run_dir) / "config.json", self.to_json())
 
     @staticmethod
     def load(run_dir) -> "RunConfig":
@@ -105,6 +101,54 @@ class RunConfig:
         except (ValueError, TypeError) as err:
             raise ValueError(f"{path} is not a valid shortdiff config ({err}); delete the run directory "
                              f"or restore the file") from None
+
+
+PRIOR_KINDS = ("glow", "gaussian", "gmm", "dpgmm")
+PRIOR_TARGETS = ("sde", "ode")
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The auxiliary prior nu_phi at T and how it is fitted (stored as RUN/prior/config.json).
+
+    target "sde": x_T = m_T x_0 + sqrt(s_T) e with fresh e every batch; "ode": the PF-ODE image
+    of the data at T (our reading of the paper's (S) rows).
+    """
+    kind: str = "glow"
+    T: float = 1.0
+    target: str = "sde"
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 100
+    grad_clip: float = 100.0
+    seed: int = 0
+    levels: int = 0                    # glow: 0 = by image size
+    steps_per_level: int = 4
+    hidden: int = 64
+    components: int = 10               # gmm (dpgmm: the truncation level)
+    weight_threshold: float = 0.01     # dpgmm: a component counts when its weight exceeds this
+    dp_concentration: float = 0.01     # dpgmm: Dirichlet-process concentration (small: few components)
+    num_fit_samples: int = 20000       # gaussian / gmm / dpgmm: diffused points to fit on
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+    def __post_init__(self):
+        if self.kind not in PRIOR_KINDS:
+            raise ValueError(f"unknown prior {self.kind!r}; choose one of {', '.join(PRIOR_KINDS)}")
+        if self.target not in PRIOR_TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; choose one of {', '.join(PRIOR_TARGETS)}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @staticmethod
+    def from_json(text: str, source: str = "prior config") -> "PriorConfig":
+        try:
+            return _from_dict(PriorConfig, json.loads(text))
+        except (ValueError, TypeError, AttributeError) as err:
+            raise ValueError(f"{source} is not a valid prior config ({err}); refit the prior with "
+                             f"`shortdiff fit-prior`") from None
 
 
 _SECTIONS = {"sde": SDEConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig}

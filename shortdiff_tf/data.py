@@ -2,7 +2,7 @@
 
 Images are held as uint8 [N, H, W, C] and mapped to the model's space by uniform
 dequantisation and scaling, x = LOW + RANGE (k + u) / 256 with [LOW, LOW + RANGE] = [-1, 1]
-(``likelihood.dequantization_offset(RANGE)`` converts densities back to 8-bit bins).
+(``bits.dequantization_offset(RANGE)`` converts densities back to 8-bit bins).
 Toy mixtures are float vectors [N, D] used as they are.
 """
 from __future__ import annotations
@@ -146,3 +146,14 @@ def dequantize(images, u):
     """uint8 k and uniform u in [0, 1) -> x = LOW + RANGE (k + u) / 256 (tensors or arrays)."""
     import tensorflow as tf
     return LOW + RANGE * (tf.cast(images, u.dtype) + u) / LEVELS
+
+
+def to_model_space(arr, seed):
+    """uint8 images -> uniformly dequantised, scaled float32 (u from the stateless ``seed``);
+    toy vectors -> float32 as they are.  Graph-safe."""
+    import tensorflow as tf
+    from shortdiff_tf.seeds import as_seed
+    arr = tf.convert_to_tensor(arr)
+    if arr.dtype != tf.uint8:
+        return tf.cast(arr, tf.float32)
+    return dequantize(arr, tf.random.stateless_uniform(tf.shape(arr), as_seed(seed)))

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from shortdiff_tf.files import atomic_write
 
 
 def grid(images: np.ndarray, upscale: int = 1) -> np.ndarray:
@@ -20,20 +21,12 @@ def grid(images: np.ndarray, upscale: int = 1) -> np.ndarray:
     return out.repeat(upscale, 0).repeat(upscale, 1)
 
 
-def _atomic(path: Path, write):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
-
-
 def save_png_grid(images: np.ndarray, path) -> Path:
     from PIL import Image
     upscale = max(1, 128 // images.shape[1])
     g = grid(images, upscale)
     img = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
-    return _atomic(Path(path), lambda p: img.save(p, format="PNG"))
+    return atomic_write(Path(path), lambda p: img.save(p, format="PNG"))
 
 
 def save_scatter(points: np.ndarray, path, reference: np.ndarray = None) -> Path:
@@ -51,10 +44,14 @@ def save_scatter(points: np.ndarray, path, reference: np.ndarray = None) -> Path
             ax.scatter(reference[:, 0], reference[:, 1], s=1, alpha=0.3, label="data")
         ax.scatter(points[:, 0], points[:, 1], s=1, label="samples")
     fig.tight_layout()
-    _atomic(Path(path), lambda p: fig.savefig(p, format="png", dpi=100))
+    atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=100))
     plt.close(fig)
     return Path(path)
 
 
 def save_npz(path, **arrays) -> Path:
-    return _atomic(Path(path), lambda p: np.savez_compressed(open(p, "wb"), **arrays))
+    def write(p):
+        with open(p, "wb") as f:             # a file object: numpy would append .npz to a .tmp name
+            np.savez_compressed(f, **arrays)
+
+    return atomic_write(Path(path), write)

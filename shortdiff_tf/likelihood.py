@@ -14,9 +14,10 @@ import math
 
 import tensorflow as tf
 
-from shortdiff_tf import ode
+from shortdiff_tf import bits, ode
 from shortdiff_tf.sde import SDE, reverse_drift
 from shortdiff_tf.seeds import as_seed
+from shortdiff_tf.stats import standard_error
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -129,26 +130,13 @@ def concatenate(parts) -> LogLikelihood:
 
 
 # ---- bits per dimension -----------------------------------------------------------------
-def dequantization_offset(data_range: float, bits: int = 8) -> float:
-    """Bits/dim offset from the density of scaled continuous data to 2^bits-level bins.
-
-    Pixels k in {0..2^bits - 1} are dequantised to y = (k + u) / 2^bits in [0, 1) and scaled to
-    x = low + data_range * y.  P(k) = p_y(y) 2^-bits per dim and p_y = p_x data_range^D, so
-    -log2 P(k) / D = -log2 p_x(x) / D + bits - log2(data_range):
-    7 for [-1, 1] (range 2), 8 for [0, 1].
-    """
-    if not data_range > 0:
-        raise ValueError(f"data_range must be > 0; got {data_range}")
-    return bits - math.log2(data_range)
-
-
 @dataclasses.dataclass(frozen=True)
 class BitsPerDim:
     """bits/dim = prior_T + ode + offset, per example; with NFE, eps, T and solver tolerances."""
     total: tf.Tensor      # [B]
     prior_T: tf.Tensor    # [B]  -log prior(x_T) / (D ln 2)
     ode: tf.Tensor        # [B]  -int div f~ dt / (D ln 2)
-    offset: float         # bits - log2(data range), from the data scaling
+    offset: float         # bits - log2(data range), from the data scaling (``bits``)
     nfe: int
     T: float
     eps: float
@@ -158,18 +146,16 @@ class BitsPerDim:
 
     def summary(self) -> dict:
         """Means and the standard error of the mean, as plain floats."""
-        n = int(self.total.shape[0])
-        sem = float(tf.math.reduce_std(self.total)) / math.sqrt(max(n - 1, 1))
-        return {"bpd": float(tf.reduce_mean(self.total)), "bpd_sem": sem,
+        return {"bpd": float(tf.reduce_mean(self.total)), "bpd_sem": standard_error(self.total),
                 "prior_T": float(tf.reduce_mean(self.prior_T)), "ode": float(tf.reduce_mean(self.ode)),
                 "offset": self.offset, "nfe": self.nfe, "T": self.T, "eps": self.eps,
-                "rtol": self.rtol, "atol": self.atol, "num_examples": n}
+                "rtol": self.rtol, "atol": self.atol, "num_examples": int(self.total.shape[0])}
 
 
-def bits_per_dim(ll: LogLikelihood, data_range: float = 2.0, bits: int = 8) -> BitsPerDim:
-    """Convert a PF-ODE log-likelihood of scaled, dequantised data to bits/dim."""
-    dim = int(math.prod(ll.x_T.shape[1:]))
-    scale = -1.0 / (dim * math.log(2.0))
-    return BitsPerDim(scale * (ll.prior_logp + ll.delta_logp) + dequantization_offset(data_range, bits),
-                      scale * ll.prior_logp, scale * ll.delta_logp, dequantization_offset(data_range, bits),
-                      ll.nfe, ll.T, ll.eps, ll.rtol, ll.atol, dim)
+def bits_per_dim(ll: LogLikelihood, data_range: float = 2.0, bits_per_pixel: int = 8) -> BitsPerDim:
+    """Convert a PF-ODE log-likelihood of scaled, dequantised data to bits/dim (see ``bits``)."""
+    dim = math.prod(ll.x_T.shape[1:])
+    return BitsPerDim(bits.bits_per_dim(ll.log_prob, dim, data_range, bits_per_pixel),
+                      bits.nats_to_bits_per_dim(ll.prior_logp, dim), bits.nats_to_bits_per_dim(ll.delta_logp, dim),
+                      bits.dequantization_offset(data_range, bits_per_pixel), ll.nfe, ll.T, ll.eps, ll.rtol, ll.atol,
+                      dim)

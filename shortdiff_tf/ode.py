@@ -4,6 +4,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from shortdiff_tf.timesteps import as_time
+
 
 def solve(fn, t0: float, t1: float, y0, rtol: float = 1e-5, atol: float = 1e-5):
     """Integrate dy/dt = fn(t, y) from t0 to t1 (either order) -> (y(t1), NFE).
@@ -18,7 +20,7 @@ def solve(fn, t0: float, t1: float, y0, rtol: float = 1e-5, atol: float = 1e-5):
     """
     sign = 1.0 if t1 >= t0 else -1.0
     dtype = tf.nest.flatten(y0)[0].dtype
-    t0, t1 = tf.cast(t0, dtype), tf.cast(t1, dtype)
+    t0, t1 = as_time(t0, dtype), as_time(t1, dtype)
 
     lo, hi = tf.minimum(t0, t1), tf.maximum(t0, t1)
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import ode, registry
+from shortdiff_tf import flow, registry
 from shortdiff_tf.sde import SDE, bcast, reverse_drift
 from shortdiff_tf.seeds import as_seed, split
 
@@ -116,6 +116,15 @@ PRESETS = {
 }
 
 
+def preset(name: str, steps: Optional[int] = None, snr: Optional[float] = None,
+           temperature: float = 1.0) -> SamplerConfig:
+    """A named preset (em, pc, ode) with overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(PRESETS)}")
+    cfg = dataclasses.replace(PRESETS[name], steps=steps, temperature=temperature)
+    return dataclasses.replace(cfg, snr=snr) if snr is not None else cfg
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleResult:
     """Samples at eps (x_mean of the last step when denoising) and the number of score calls."""
@@ -175,12 +184,7 @@ class Sampler:
 
     def _ode_solve(self, x_T):
         """Probability-flow ODE dx/dt = f - g^2 s / 2 from T to eps (adaptive RK45)."""
-        ones = tf.ones(tf.shape(x_T)[:1], x_T.dtype)
-
-        def fn(t, x):
-            return reverse_drift(self.sde, self.score_fn, x, t * ones, ode=True)
-
-        return ode.solve(fn, self.sde.T, self.sde.eps, x_T, self.config.rtol, self.config.atol)
+        return flow.push(self.sde, self.score_fn, x_T, self.sde.T, self.sde.eps, self.config.rtol, self.config.atol)
 
 
 def sample(sde, score_fn, prior, num_samples, seed, config: SamplerConfig = SamplerConfig(),

@@ -2,7 +2,7 @@
 
 Every SDE here is linear, dx = a(t) x dt + g(t) dw, so its transition kernel is Gaussian,
 p(x_t | x_0) = N(m_t x_0, s_t I), with m_t the *mean coefficient* and s_t the *variance*
-(METHOD.md section 2).  ``T`` truncates the schedule defined on [0, 1]; it never rescales it:
+(docs/METHOD.md section 2).  ``T`` truncates the schedule defined on [0, 1]; it never rescales it:
 ``VPSDE(T=0.4)`` has B(T) = 1.632, m_T = 0.442, s_T = 0.804.
 
 All time arguments are tensors of shape [] or [B]; ``bcast`` lifts a [B] coefficient to the
@@ -139,11 +139,11 @@ class SDE(abc.ABC):
         return tf.linspace(tf.constant(self.T, dtype), tf.constant(self.eps, dtype), n + 1)
 
     def default_steps(self, step_size: float = 1e-3) -> int:
-        """Number of sampler steps at a fixed step size: 1000 T at 1e-3 (METHOD.md section 2)."""
+        """Number of sampler steps at a fixed step size: 1000 T at 1e-3 (docs/METHOD.md section 2)."""
         return max(1, math.ceil((self.T - self.eps) / step_size - 1e-9))
 
     def R(self, dim: int) -> float:
-        """R(T) = (D/2) log(s_T / s_eps): the theta-free ELBO term (METHOD.md section 3)."""
+        """R(T) = (D/2) log(s_T / s_eps): the theta-free ELBO term (docs/METHOD.md section 3)."""
         return 0.5 * dim * self.log_variance_ratio()
 
     def with_interval(self, T=None, eps=None) -> "SDE":

@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from shortdiff_tf import registry
 from shortdiff_tf.priors.mixture import GaussianMixture
-from shortdiff_tf.sde import SDE
 
 TOY = registry.Registry("toy data set")
 
@@ -46,7 +45,7 @@ def get_toy(name: str) -> GaussianMixture:
 class ToyDiffusion:
     """A toy mixture under an SDE: exact log p(x, t), grad log p(x, t) and p(x, T)."""
 
-    def __init__(self, data: GaussianMixture, sde: SDE):
+    def __init__(self, data: GaussianMixture, sde):     # any linear SDE (toy data sit below sde.py)
         self.data, self.sde = data, sde
 
     def _coefs(self, t, dtype):

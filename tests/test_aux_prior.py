@@ -8,7 +8,10 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from cli.main import cli
-from shortdiff_tf import aux_prior, elbo as elbo_lib, samplers, toy
+from shortdiff_tf import elbo as elbo_lib, samplers, toy
+from shortdiff_tf.app.fit_prior import fit_prior
+from shortdiff_tf.config import PriorConfig
+from shortdiff_tf.prior_fit import mixtures, store, targets
 from shortdiff_tf.priors.glow import GlowPrior
 from tests.conftest import make_sde, two_replicas
 
@@ -84,7 +87,7 @@ def test_fitted_toy_prior_beats_p_noise(kind, name, T):
     x0 = diff.data.sample(20000, 1, dtype=tf.float64)
     fit_T = lambda seed: sde.perturb(x0, tf.fill([20000], tf.constant(T, tf.float64)),
                                      tf.random.stateless_normal([20000, 1], [seed, 3], dtype=tf.float64))
-    prior, extra = aux_prior.fit_closed_form(aux_prior.PriorConfig(kind=kind, components=10), fit_T(1).numpy()[:5000])
+    prior, extra = mixtures.fit_closed_form(PriorConfig(kind=kind, components=10), fit_T(1).numpy()[:5000])
     x0 = diff.data.sample(100000, 5, dtype=tf.float64)
     x_T = sde.perturb(x0, tf.fill([100000], tf.constant(T, tf.float64)),
                       tf.random.stateless_normal([100000, 1], [2, 3], dtype=tf.float64))   # held out
@@ -112,7 +115,7 @@ def test_dpgmm_complexity_falls_with_T():
         sde = make_sde("vp", T)
         diff = toy.ToyDiffusion(toy.get_toy("gmm2d"), sde)
         pts = diff.marginal(T).sample(2000, 2).numpy()
-        _, extra = aux_prior.fit_closed_form(aux_prior.PriorConfig(kind="dpgmm", components=10), pts)
+        _, extra = mixtures.fit_closed_form(PriorConfig(kind="dpgmm", components=10), pts)
         counts[T] = extra["effective_components"]
     assert counts[0.05] >= counts[0.4] >= counts[1.0] and counts[0.05] > counts[1.0], counts
 
@@ -136,9 +139,9 @@ def test_fit_prior_glow_then_sample_with_both_priors(runs, glow_run):
     run = runs / "digits"
     assert glow_run[1]["step"] == 4                                   # fit-prior --json of the fixture
     assert (run / "prior" / "config.json").exists() and (run / "prior" / "metrics.jsonl").exists()
-    r = invoke("sample", "--workdir", run, "--num", "4", "--steps", "3", "--json")
+    r = invoke("sample", "--workdir", run, "--num-samples", "4", "--steps", "3", "--json")
     assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["prior"] == "aux:glow"
-    r = invoke("sample", "--workdir", run, "--num", "4", "--steps", "3", "--prior", "noise", "--json")
+    r = invoke("sample", "--workdir", run, "--num-samples", "4", "--steps", "3", "--prior", "noise", "--json")
     assert json.loads(r.output.strip().splitlines()[-1])["prior"] == "noise"
     # evaluate with both priors: tests/test_cli.py::test_evaluate_reports_bits_per_dim_and_elbo_terms_with_both_priors
 
@@ -148,7 +151,7 @@ def test_fit_prior_toy_dpgmm_reports_effective_components(runs):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output.strip().splitlines()[-1])
     assert rep["kind"] == "dpgmm" and rep["effective_components"] >= 1
-    r = invoke("sample", "--workdir", runs / "toy", "--sampler", "ode", "--num", "8", "--json")
+    r = invoke("sample", "--workdir", runs / "toy", "--sampler", "ode", "--num-samples", "8", "--json")
     assert json.loads(r.output.strip().splitlines()[-1])["prior"] == "aux:dpgmm"
 
 
@@ -162,7 +165,7 @@ def test_fit_prior_on_the_ode_target_at_a_shorter_T(runs, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output.strip().splitlines()[-1])
     assert rep["target"] == "ode" and rep["T"] == 0.3 and np.isfinite(rep["log_prob"])
-    r = invoke("sample", "--workdir", run, "--num", "4", "--steps", "3", "--json")
+    r = invoke("sample", "--workdir", run, "--num-samples", "4", "--steps", "3", "--json")
     rep = json.loads(r.output.strip().splitlines()[-1])
     assert rep["T"] == 0.3 and rep["prior"] == "aux:gaussian"
 
@@ -170,19 +173,11 @@ def test_fit_prior_on_the_ode_target_at_a_shorter_T(runs, tmp_path):
 def test_ode_targets_are_the_flow_image_of_the_data():
     """With the exact score the PF-ODE image of data at T is distributed as p(x, T) (KS test)."""
     from scipy import stats
-    from shortdiff_tf.runs import Run
     sde = make_sde("vp", 0.4)
     diff = toy.ToyDiffusion(toy.get_toy("gmm1d"), sde)
-
-    class ExactRun(Run):
-        def sde(self, T=None):
-            return sde
-
-        def score_fn(self, T=None):
-            return lambda x, t: tf.cast(diff.score(tf.cast(x, tf.float64), tf.cast(t, tf.float64)), x.dtype)
-
+    score = lambda x, t: tf.cast(diff.score(tf.cast(x, tf.float64), tf.cast(t, tf.float64)), x.dtype)
     x0 = diff.data.sample(2000, 1).numpy()
-    z = aux_prior.ode_targets(ExactRun(None, None, None, 0, ""), 0.4, x0, seed=0)[:, 0]
+    z = targets.ode_targets(sde, score, x0, seed=0)[:, 0]
     p_T = diff.marginal(0.4)
     cdf = lambda v: sum(w * stats.norm(m[0], np.sqrt(c[0, 0])).cdf(v) for w, m, c in zip(p_T.weights, p_T.means, p_T.covs))
     assert stats.kstest(z, cdf).pvalue > 1e-3
@@ -200,7 +195,7 @@ def test_fit_prior_bad_input(runs, tmp_path):
     r = invoke("fit-prior", "--workdir", tmp_path / "untrained")
     assert r.exit_code == 1 and "no checkpoint" in r.output
     assert not (tmp_path / "untrained" / "prior").exists()
-    r = invoke("sample", "--workdir", runs / "toy", "--prior", "aux", "--T", "0.3", "--num", "2")
+    r = invoke("sample", "--workdir", runs / "toy", "--prior", "aux", "--T", "0.3", "--num-samples", "2")
     assert r.exit_code == 1 and "fitted at T=0.4" in r.output
 
 
@@ -210,7 +205,7 @@ def test_corrupt_prior_checkpoint_is_a_one_line_error(runs, tmp_path):
     shutil.copytree(runs / "digits", run)
     for f in (run / "prior" / "checkpoints").glob("*.data-*"):
         f.write_bytes(b"\0" * 16)
-    r = invoke("sample", "--workdir", run, "--num", "2", "--steps", "2")
+    r = invoke("sample", "--workdir", run, "--num-samples", "2", "--steps", "2")
     assert r.exit_code == 1 and "cannot restore checkpoint" in r.output and "Traceback" not in r.output
 
 
@@ -218,14 +213,14 @@ def test_glow_fit_on_two_mirrored_replicas_equals_one_device(glow_run, tmp_path)
     """Each replica gets half of every global batch (not a copy of it): two steps on 2 logical CPUs
     give the loss and weights of one device within 1e-5 relative / 1e-4 absolute."""
     import shutil
-    pcfg = aux_prior.PriorConfig(kind="glow", T=0.4, steps=2, batch_size=16, hidden=8, steps_per_level=1)
+    pcfg = PriorConfig(kind="glow", T=0.4, steps=2, batch_size=16, hidden=8, steps_per_level=1)
     results = []
     for name, strategy in (("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
                            ("two", two_replicas())):
         run = tmp_path / name
         shutil.copytree(glow_run[0], run, ignore=shutil.ignore_patterns("prior"))
-        rep = aux_prior.fit_prior(run, pcfg, strategy=strategy, progress=False, log=lambda *a: None)
-        prior, _ = aux_prior.load_prior(run)
+        rep = fit_prior(run, pcfg, strategy=strategy, progress=False, log=lambda *a: None)
+        prior, _ = store.load_prior(run, (8, 8, 1))
         results.append((rep["nll_per_dim"], [v.numpy() for v in prior.trainable_variables]))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     for a, b in zip(results[0][1], results[1][1]):

@@ -1,5 +1,6 @@
 """Every command through Click's CliRunner on tiny configs, and bad input as one-line errors."""
 import json
+import math
 import subprocess
 import sys
 
@@ -59,11 +60,11 @@ def test_train_resumes_with_a_larger_budget(digits_run, tmp_path):
 @pytest.mark.parametrize("sampler", ["em", "pc", "ode"])
 def test_sample_writes_png_and_npz(digits_run, sampler, tmp_path):
     extra = [] if sampler == "ode" else ["--steps", "5"]
-    r = invoke("sample", "--workdir", digits_run, "--sampler", sampler, "--num", "4", "--out",
+    r = invoke("sample", "--workdir", digits_run, "--sampler", sampler, "--num-samples", "4", "--out",
                tmp_path / sampler, *extra, "--json")
     assert r.exit_code == 0, r.output
     rep = last_json(r)
-    assert rep["nfe"] > 0 and rep["num"] == 4
+    assert rep["nfe"] > 0 and rep["num_samples"] == 4
     with np.load(rep["npz"]) as f:
         assert f["images"].shape == (4, 8, 8, 1) and f["images"].dtype == np.uint8
     assert (tmp_path / f"{sampler}.png").stat().st_size > 0
@@ -75,7 +76,9 @@ def test_evaluate_reports_bits_per_dim_and_elbo_terms_with_both_priors(glow_run)
     assert r.exit_code == 0, r.output
     rep = last_json(r)
     ll = rep["likelihood"]
-    assert ll["bpd"] == pytest.approx(ll["bpd_prior_T"] + ll["bpd_ode"] + ll["bpd_offset"], rel=1e-6)
+    D = 64                                                           # bits/dim from the nats it reports
+    assert ll["bpd"] == pytest.approx(-ll["log_prob"] / (D * math.log(2)) + 7.0, rel=1e-5)
+    assert ll["bpd_ode"] == pytest.approx(-ll["delta_logp"] / (D * math.log(2)), rel=1e-5)
     assert ll["bpd_offset"] == 7.0 and rep["nfe_mean"] > 0 and rep["rtol"] == 1e-2
     assert np.isfinite(rep["elbo"]["elbo"]) and "bits/dim" in r.output
     assert rep["prior"] == "aux:glow" and "elbo_aux" in rep and "elbo_noise" in rep        # the run has a prior
@@ -139,6 +142,6 @@ def test_corrupt_checkpoint_is_a_one_line_error(digits_run, tmp_path):
     shutil.copytree(digits_run, run)
     for f in (run / "checkpoints").glob("*.data-*"):
         f.write_bytes(b"garbage" * 10)
-    r = CliRunner().invoke(cli, ["sample", "--workdir", str(run), "--num", "2", "--steps", "2"])
+    r = CliRunner().invoke(cli, ["sample", "--workdir", str(run), "--num-samples", "2", "--steps", "2"])
     assert r.exit_code == 1 and "cannot restore checkpoint" in r.output and "Traceback" not in r.output
     assert not (run / "samples").exists()

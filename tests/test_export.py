@@ -13,12 +13,11 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from cli.main import cli
-from shortdiff_tf import data as data_lib, export, likelihood
-from shortdiff_tf.aux_prior import resolve_prior
-from shortdiff_tf.evaluation import to_model_space
-from shortdiff_tf.generate import sampler_config
-from shortdiff_tf.runs import load_run
-from shortdiff_tf.samplers import Sampler
+from shortdiff_tf import data as data_lib, likelihood
+from shortdiff_tf.app import export
+from shortdiff_tf.app.runs import load_run, resolve_prior
+from shortdiff_tf.data import to_model_space
+from shortdiff_tf.samplers import Sampler, preset
 from shortdiff_tf.seeds import split
 
 TOL = dict(rtol=1e-4, atol=1e-4)
@@ -44,7 +43,7 @@ def library_samples(run_dir, prior_choice="auto", names=("em", "ode")):
     prior, T, _ = resolve_prior(run, prior_choice)
     out = {}
     for name in names:
-        res = Sampler(run.sde(T), run.score_fn(T), prior, sampler_config(name))(
+        res = Sampler(run.sde(T), run.score_fn(T), prior, preset(name))(
             SAMPLE_IN["num_samples"], SAMPLE_IN["seed"], steps=SAMPLE_IN["steps"])
         out[f"sample_{name}"], out[f"nfe_{name}"] = res.x.numpy(), res.nfe
     return out

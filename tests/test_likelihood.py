@@ -87,10 +87,12 @@ class PriorFromDensity:
 
 
 @pytest.mark.parametrize("name, T", [("vp", 1.0), ("vp", 0.3), ("ve", 1.0), ("ve", 0.3)])
-def test_bits_per_dim_of_a_gaussian_equals_the_analytic_value(name, T):
-    """Dequantised 8-bit images scaled to [-1, 1] under x ~ N(mu, sigma^2 I): the PF-ODE bits/dim
-    with the exact score and p_noise equals -log N(x; eps-marginal)/(D ln 2) + KL-free offset 7,
-    once the prior term is replaced by the exact p(x,T) (within 2e-3 bits/dim)."""
+def test_bits_per_dim_terms_of_a_gaussian_equal_their_closed_forms(name, T):
+    """Dequantised 8-bit images scaled to [-1, 1] under x ~ N(mu, sigma^2 I), the exact score and
+    the exact p(x, T) as the prior.  The PF-ODE of a Gaussian is affine,
+    x_T = m_T mu + (std_T / std_eps)(x - m_eps mu), so each term has a closed form:
+    prior_T = -log p(x_T, T) / (D ln 2), ode = -(log p(x, eps) - log p(x_T, T)) / (D ln 2), and the
+    total -log p(x, eps) / (D ln 2) + 7 (each within 2e-3 bits/dim)."""
     shape = [2, 2, 3]
     sde = make_sde(name, T)
     g = ImageGaussian(shape, mu=0.1, sigma=0.5, sde=sde)
@@ -100,21 +102,16 @@ def test_bits_per_dim_of_a_gaussian_equals_the_analytic_value(name, T):
     prior = PriorFromDensity(lambda y: g.log_prob(y, T), shape)
     ll = likelihood.ode_log_likelihood(sde, g.score, prior, x, divergence="hutchinson")
     bpd = likelihood.bits_per_dim(ll, data_range=2.0)
-    D = math.prod(shape)
-    want = -g.log_prob(x, sde.eps).numpy() / (D * math.log(2)) + 7.0
-    assert bpd.offset == 7.0 and bpd.dim == D
-    np.testing.assert_allclose(bpd.total, want, atol=2e-3)
-    np.testing.assert_allclose(bpd.total, bpd.prior_T + bpd.ode + bpd.offset, rtol=1e-12)
+    (m_eps, std_eps), (m_T, std_T) = g.moments([sde.eps], tf.float64), g.moments([T], tf.float64)
+    x_T = m_T + std_T / std_eps * (x - m_eps)
+    D, nats = math.prod(shape), lambda v: -v.numpy() / (math.prod(shape) * math.log(2))
+    np.testing.assert_allclose(ll.x_T, x_T, atol=2e-3)
+    np.testing.assert_allclose(bpd.prior_T, nats(g.log_prob(x_T, T)), atol=2e-3)
+    np.testing.assert_allclose(bpd.ode, nats(g.log_prob(x, sde.eps) - g.log_prob(x_T, T)), atol=2e-3)
+    np.testing.assert_allclose(bpd.total, nats(g.log_prob(x, sde.eps)) + 7.0, atol=2e-3)
     s = bpd.summary()
+    assert bpd.offset == 7.0 and bpd.dim == D
     assert s["num_examples"] == 8 and s["nfe"] == ll.nfe and s["eps"] == sde.eps
-
-
-def test_dequantization_offset_is_derived_from_the_scaling():
-    assert likelihood.dequantization_offset(2.0) == 7.0
-    assert likelihood.dequantization_offset(1.0) == 8.0
-    assert likelihood.dequantization_offset(1.0, bits=5) == 5.0
-    with pytest.raises(ValueError, match="data_range"):
-        likelihood.dequantization_offset(0.0)
 
 
 def test_likelihood_bad_input():

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from shortdiff_tf.runs import load_run
+from shortdiff_tf.app.runs import load_run
 
 TRAIN = ["train", "--dataset", "gmm2d", "--T", "0.5", "--steps", "4", "--batch-size", "32", "--width", "16",
          "--log-every", "1", "--checkpoint-every", "2", "--no-progress", "--sample-grid", "0", "--json"]

@@ -10,12 +10,14 @@ from click.testing import CliRunner
 from scipy import integrate, optimize
 
 from cli.main import cli
-from shortdiff_tf import aux_prior, elbo as elbo_lib, toy
+from shortdiff_tf import elbo as elbo_lib, toy
+from shortdiff_tf.prior_fit import mixtures
 from shortdiff_tf.priors import GaussianMixture, GaussianPrior
 from shortdiff_tf.study import optimal_T, quadrature, toy_grid
 from tests.conftest import make_sde
 
 MU, V0 = 2.0, 0.25                                      # 1-D Gaussian data N(MU, V0)
+GMM1D = toy.get_toy("gmm1d")
 
 
 def gaussian_kl(m1, v1, m2, v2):
@@ -77,7 +79,7 @@ def test_decomposition_terms_match_closed_forms(name, T):
 
 def test_effective_components_and_perplexity():
     p = GaussianMixture([0.5, 0.495, 0.005], [[0.0], [1.0], [2.0]], [1.0, 1.0, 1.0])
-    assert aux_prior.effective_components(p.weights, 0.01) == 2
+    assert mixtures.effective_components(p.weights, 0.01) == 2
     assert 2.0 < toy_grid.weight_perplexity(p) < 2.1
 
 
@@ -164,7 +166,13 @@ def test_study_reports_every_quantity_and_writes_figures(toy_study):
     for p in pts.values():
         assert all(k in p and np.isfinite(p[k]) for k in TERMS), sorted(set(TERMS) - set(p))
         assert abs(p["eq8_gap_noise"]) < 5 * p["eq8_gap_noise_sem"] + 0.05       # Eq. 8 on the trained net
-        assert p["elbo_noise"] == pytest.approx(p["prior_term_noise"] - p["I"] + p["R"], abs=1e-6)
+    for T, p in pts.items():                   # the closed forms of R and of E log p_noise(x_T)
+        B = lambda t: 0.1 * t + 9.95 * t**2                                    # VP: beta 0.1 .. 20
+        assert p["R"] == pytest.approx(0.5 * math.log(-math.expm1(-B(T)) / -math.expm1(-B(1e-5))), rel=1e-6)
+        w, m, c = (np.asarray(a, np.float64).reshape(3) for a in (GMM1D.weights, GMM1D.means, GMM1D.covs))
+        second_moment = float(np.sum(w * (m**2 + c)))
+        want = -0.5 * math.log(2 * math.pi) - 0.5 * (math.exp(-B(T)) * second_moment - math.expm1(-B(T)))
+        assert abs(p["prior_term_noise"] - want) < 5 * p["prior_term_noise_sem"]
     assert pts[0.3]["nfe_em_noise"] == 300 and pts[0.6]["nfe_em_noise"] == 600          # 1000 T steps
     assert pts[0.3]["kl_noise"] > pts[0.6]["kl_noise"] and pts[0.6]["kl_noise"] < 1e-3   # Lemma 1
     assert pts[0.3]["kl_aux"] < pts[0.3]["kl_noise"]                                     # Prop. 1's premise

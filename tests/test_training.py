@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from shortdiff_tf import checkpoints, config, training
+from shortdiff_tf import checkpoints, config, pipeline, training
+from shortdiff_tf.app.train import train
 from tests.conftest import two_replicas
 
 TINY = config.RunConfig(
@@ -17,21 +18,21 @@ TINY = config.RunConfig(
 
 
 def weights(run_dir):
-    from shortdiff_tf.runs import load_run
+    from shortdiff_tf.app.runs import load_run
     return [v.numpy() for v in load_run(run_dir).net.trainable_variables]
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("train") / "full"
-    training.train(TINY, path, progress=False, log=lambda *_: None)
+    train(TINY, path, progress=False, log=lambda *_: None)
     return path
 
 
 def test_stopped_and_resumed_run_equals_uninterrupted_run(full_run, tmp_path):
-    training.train(TINY, tmp_path / "split", progress=False, stop_after=3, log=lambda *_: None)
+    train(TINY, tmp_path / "split", progress=False, stop_after=3, log=lambda *_: None)
     assert checkpoints.latest(tmp_path / "split").endswith("ckpt-3")
-    training.train(TINY, tmp_path / "split", progress=False, log=lambda *_: None)
+    train(TINY, tmp_path / "split", progress=False, log=lambda *_: None)
     for a, b in zip(weights(full_run), weights(tmp_path / "split")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
@@ -43,9 +44,9 @@ def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
     to the weights of an uninterrupted run (1e-5) and draws the same masks."""
     cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, dropout=0.3),
                               train=dataclasses.replace(TINY.train, steps=4))
-    training.train(cfg, tmp_path / "full", progress=False, log=lambda *_: None)
-    training.train(cfg, tmp_path / "split", progress=False, stop_after=2, log=lambda *_: None)
-    training.train(cfg, tmp_path / "split", progress=False, log=lambda *_: None)
+    train(cfg, tmp_path / "full", progress=False, log=lambda *_: None)
+    train(cfg, tmp_path / "split", progress=False, stop_after=2, log=lambda *_: None)
+    train(cfg, tmp_path / "split", progress=False, log=lambda *_: None)
     for a, b in zip(weights(tmp_path / "full"), weights(tmp_path / "split")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -54,7 +55,7 @@ def test_mirrored_step_equals_single_device_step():
     """One step on 2 logical CPU replicas gives the weights of the same step on one device (1e-5)."""
     cfg = dataclasses.replace(TINY, data=dataclasses.replace(TINY.data, shape=(8, 8, 1)))
     array = np.random.RandomState(0).randint(0, 256, (32, 8, 8, 1)).astype(np.uint8)
-    batch = training.make_batch_fn(array, 8, 0, True)(tf.constant(0, tf.int64))
+    batch = pipeline.make_batch_fn(array, 8, 0, True)(tf.constant(0, tf.int64))
     results = []
     for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"),
                      two_replicas()):
@@ -72,7 +73,7 @@ def test_gradient_accumulation_gives_the_full_batch_step():
     """--grad-accum 4 (micro-batches of 2 in a while loop) gives the loss and weights of one
     step on the whole batch of 8 (1e-5), also on 2 mirrored replicas."""
     array = np.random.RandomState(0).randint(0, 256, (32, 8, 8, 1)).astype(np.uint8)
-    batch = training.make_batch_fn(array, 8, 0, True)(tf.constant(0, tf.int64))
+    batch = pipeline.make_batch_fn(array, 8, 0, True)(tf.constant(0, tf.int64))
     results = []
     for k, strategy in ((1, tf.distribute.OneDeviceStrategy("/cpu:0")), (4, tf.distribute.OneDeviceStrategy("/cpu:0")),
                         (2, two_replicas())):
@@ -91,13 +92,13 @@ def test_gradient_accumulation_gives_the_full_batch_step():
 def test_batch_not_divisible_by_accumulation_is_refused(tmp_path):
     cfg = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, batch_size=8, grad_accum=3))
     with pytest.raises(ValueError, match="--grad-accum"):
-        training.train(cfg, tmp_path / "r", progress=False)
+        train(cfg, tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "config.json").exists()
 
 
 def test_batches_are_a_function_of_the_step_and_cover_each_epoch():
     array = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
-    fn = training.make_batch_fn(array, 5, 3, dequantize=False)
+    fn = pipeline.make_batch_fn(array, 5, 3, dequantize=False)
     first = [fn(tf.constant(i, tf.int64))["x0"].numpy().ravel() for i in range(4)]
     again = fn(tf.constant(2, tf.int64))["x0"].numpy().ravel()
     np.testing.assert_array_equal(first[2], again)
@@ -110,7 +111,7 @@ def test_resume_with_other_settings_is_refused(full_run):
     other = dataclasses.replace(TINY, sde=dataclasses.replace(TINY.sde, T=1.0))
     before = (full_run / "config.json").read_text()
     with pytest.raises(ValueError, match=r"other settings \(sde.T: 0.4 there, 1.0 asked\)"):
-        training.train(other, full_run, progress=False)
+        train(other, full_run, progress=False)
     assert (full_run / "config.json").read_text() == before
 
 
@@ -118,5 +119,5 @@ def test_batch_larger_than_data_is_refused(tmp_path):
     cfg = dataclasses.replace(TINY, data=config.DataConfig(dataset="digits", split="test"),
                               train=dataclasses.replace(TINY.train, batch_size=4096))
     with pytest.raises(ValueError, match="exceeds"):
-        training.train(cfg, tmp_path / "r", progress=False, log=lambda *_: None)
+        train(cfg, tmp_path / "r", progress=False, log=lambda *_: None)
     assert not (tmp_path / "r").exists()

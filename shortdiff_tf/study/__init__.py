@@ -1,4 +1,4 @@
-"""The diffusion-time study (paper Sec. 2-3, App. H; METHOD.md sections 3, 4 and 7).
+"""The diffusion-time study (paper Sec. 2-3, App. H; docs/METHOD.md sections 3 and 4).
 
 ``run.run_study`` sweeps T (and seeds): on toy mixtures it trains a small score model per point
 and reports every term of the ELBO decomposition against the exact quantities; on images it

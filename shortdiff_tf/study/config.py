@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
+from shortdiff_tf.files import atomic_write_json
+
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 GROWABLE = ("T_grid", "seeds")       # a rerun may extend the grid or add seeds
 
@@ -66,7 +68,4 @@ class StudyConfig:
             if diff:
                 items = ", ".join(f"{k}: {a} there, {b} asked" for k, (a, b) in diff.items())
                 raise ValueError(f"{study_dir} holds a study with other settings ({items}); use another --workdir")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
-        tmp.replace(path)
+        atomic_write_json(path, dataclasses.asdict(self))

@@ -19,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shortdiff_tf import aux_prior, checkpoints, data as data_lib, quality
-from shortdiff_tf.evaluation import evaluate_run
-from shortdiff_tf.generate import sample_run
-from shortdiff_tf.config import RunConfig
+from shortdiff_tf import checkpoints, data as data_lib, quality
+from shortdiff_tf.app import sample
+from shortdiff_tf.app.evaluate import evaluate_run
+from shortdiff_tf.app.fit_prior import fit_prior
+from shortdiff_tf.app.runs import load_run
+from shortdiff_tf.config import PriorConfig, RunConfig
+from shortdiff_tf.files import atomic_write_json
 from shortdiff_tf.study.config import StudyConfig
 
 POINT_FILE = "study_point.json"
@@ -63,14 +66,12 @@ def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log
         return json.loads(done.read_text())
     start = time.perf_counter()
     # fits, resumes an interrupted Glow, or finds it finished
-    pcfg = aux_prior.PriorConfig(kind=cfg.prior, T=T, steps=cfg.prior_steps, hidden=cfg.glow_hidden,
-                                 steps_per_level=cfg.glow_steps_per_level)
-    aux_prior.fit_prior(view, pcfg, progress=False, log=log)
+    pcfg = PriorConfig(kind=cfg.prior, T=T, steps=cfg.prior_steps, hidden=cfg.glow_hidden,
+                       steps_per_level=cfg.glow_steps_per_level)
+    fit_prior(view, pcfg, progress=False, log=log)
     result = {"T": T, "seed": 0, "prior_kind": cfg.prior, "prior_seconds": time.perf_counter() - start}
     result.update(_measure(cfg, view, T, extractor, reference))
-    tmp = done.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(done)
+    atomic_write_json(done, result)
     return result
 
 
@@ -82,19 +83,21 @@ def _measure(cfg: StudyConfig, view: Path, T: float, extractor, reference) -> di
         out.update({f"bpd_{prior}": lk["bpd"], f"bpd_sem_{prior}": lk["bpd_sem"],
                     f"bpd_prior_T_{prior}": lk["bpd_prior_T"], f"bpd_ode_{prior}": lk["bpd_ode"],
                     f"elbo_bpd_bound_{prior}": ev[f"elbo_{prior}"].get("bpd_bound")})
-        out.update(_samples(cfg, view, T, prior, extractor, reference))
+    run = load_run(view)
+    for prior in ("noise", "aux"):
+        out.update(_samples(cfg, run, T, prior, extractor, reference))
     return out
 
 
-def _samples(cfg: StudyConfig, view: Path, T: float, prior: str, extractor, reference) -> dict:
+def _samples(cfg: StudyConfig, run, T: float, prior: str, extractor, reference) -> dict:
+    """Each sampler's NFE, time and FID/KID; the samples are kept in RUN/samples for a look."""
     out = {}
     for sampler in cfg.samplers:
-        s = sample_run(view, sampler=sampler, num=cfg.num_samples, seed=1, prior=prior, T=T,
-                       out=str(view / "samples" / f"{sampler}-{prior}"))
-        out.update({f"nfe_{sampler}_{prior}": s["nfe"], f"seconds_{sampler}_{prior}": s["seconds"]})
+        s = sample.draw(run, sampler=sampler, num_samples=cfg.num_samples, seed=1, prior=prior, T=T)
+        sample.write(run, s.x, run.run_dir / "samples" / f"{sampler}-{prior}")
+        out.update({f"nfe_{sampler}_{prior}": s.report["nfe"], f"seconds_{sampler}_{prior}": s.report["seconds"]})
         if extractor is not None:
-            with np.load(s["npz"]) as f:
-                q = quality.sample_quality(f["images"], reference, extractor)
+            q = quality.sample_quality(data_lib.to_uint8(s.x), reference, extractor)
             out.update({f"fid_{sampler}_{prior}": q["fid"], f"kid_{sampler}_{prior}": q["kid"],
                         f"kid_std_{sampler}_{prior}": q["kid_std"], "fid_num_samples": q["num_samples"],
                         "fid_extractor": q["extractor"]})

@@ -1,12 +1,12 @@
-"""The optimal diffusion time T* by gradient ascent on the ELBO in T (paper App. H, METHOD.md s4).
+"""The optimal diffusion time T* by gradient ascent on the ELBO in T (paper App. H, docs/METHOD.md section 4).
 
 T is a parameter, T = eps + (T_max - eps) sigmoid(u), and u ascends an unbiased estimate of
 
-  L(s, T) = E log p_noise(x_T) + D log(m_T / m_eps) - 1/2 int_eps^T g^2 E[|s|^2 + 2 s.e / std] dt
+  L(s, T) = E log p_noise(x_T) - I(s, T) + R(T)
 
-(``elbo.elbo`` with R cancelled against the control variate of I), in which t is drawn with
-log rho_t uniform on [log rho_eps, log rho_T] and x_T = m_T x0 + sqrt(s_T) e, so every draw is a
-differentiable function of T.  Its gradient is the paper's balance
+(``elbo.elbo_draws`` with a tensor T), in which t is drawn with log rho_t uniform on
+[log rho_eps, log rho_T] and x_T = m_T x0 + sqrt(s_T) e, so every draw is a differentiable
+function of T.  Its gradient is the paper's balance
 dL/dT = -1/2 g(T)^2 E_{p_T}|s - grad log p_T|^2 - dKL[p(x,T) || p_noise]/dT.
 
 mode "joint": each iteration one score-matching step of s_theta on t ~ U(eps, T) and one
@@ -20,8 +20,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shortdiff_tf import losses, networks
-from shortdiff_tf.sde import SDE, bcast
+from shortdiff_tf import elbo as elbo_lib, losses, networks
+from shortdiff_tf.sde import SDE
+from shortdiff_tf.stats import standard_error
 from shortdiff_tf.seeds import split
 
 MODES = ("joint", "after")
@@ -37,28 +38,9 @@ def u_of(T: float, eps: float, T_max: float) -> float:
 
 
 def elbo_in_T(sde: SDE, score, x0, T, seed):
-    """Per-example estimate of L(s, T) [B], differentiable in the scalar tensor T."""
-    dim = int(np.prod(x0.shape[1:]))
-    n = tf.shape(x0)[0]
-    T = tf.cast(T, tf.float64)
-    eps = tf.constant(sde.eps, tf.float64)
-    rho_eps, rho_T = sde.noise_ratio(eps), sde.noise_ratio(T)
-    log_ratio = tf.math.log(rho_T / rho_eps)
-    u = tf.random.stateless_uniform([n], split(seed, 0), dtype=tf.float64)
-    t = tf.clip_by_value(sde.time_at_noise_ratio(rho_eps * tf.exp(u * log_ratio)), eps, T)
-    w = log_ratio * sde.variance(t) / sde.g2(t)                       # 1 / q(t)
-    e = tf.random.stateless_normal(tf.shape(x0), split(seed, 1), dtype=x0.dtype)
-    t32 = tf.cast(t, x0.dtype)
-    s = score(sde.perturb(x0, t32, e), t32)
-    axes = tf.range(1, tf.rank(x0))
-    inner = tf.cast(tf.reduce_sum(tf.square(s) + 2.0 * s * e / bcast(sde.std(t32), x0), axis=axes), tf.float64)
-    integral = 0.5 * w * sde.g2(t) * inner
-    e_T = tf.cast(tf.random.stateless_normal(tf.shape(x0), split(seed, 2), dtype=x0.dtype), tf.float64)
-    x_T = sde.mean_coef(T) * tf.cast(x0, tf.float64) + tf.sqrt(sde.variance(T)) * e_T
-    v_T = sde.prior_variance_at(T)
-    log_noise = -0.5 * tf.reduce_sum(tf.square(x_T), axis=axes) / v_T - 0.5 * dim * tf.math.log(2 * math.pi * v_T)
-    log_mean_ratio = tf.math.log(sde.mean_coef(T) / sde.mean_coef(eps))
-    return log_noise + dim * log_mean_ratio - integral
+    """Per-example estimate of L(s, T) with p_noise [B], differentiable in the scalar tensor T."""
+    draws = elbo_lib.elbo_draws(sde, score, x0, seed, T=T, importance=True)
+    return draws.elbo(elbo_lib.noise_log_prob(sde, draws.x_T, T))
 
 
 def optimize_T(sde: SDE, score, variables, data, mode: str = "joint", steps: int = 2000, T_init: float = 0.5,
@@ -102,7 +84,7 @@ def elbo_curve(sde: SDE, score, data, Ts, n: int = 20000, seed: int = 7) -> list
     rows = []
     for T in Ts:
         L = elbo_in_T(sde, score, x0, tf.constant(T, tf.float64), split(seed, 1)).numpy()
-        rows.append([float(T), float(L.mean()), float(L.std(ddof=1) / math.sqrt(n))])
+        rows.append([float(T), float(L.mean()), standard_error(L)])
     return rows
 
 
@@ -125,12 +107,10 @@ def _make_step(sde, score, variables, u, opt_T, opt_s):
 
 
 def _dsm_on(sde, score, x0, T, seed):
-    """Variance-weighted denoising score matching with t ~ U(eps, T) for a tensor T <= sde.T:
-    ``losses.dsm_loss_given`` on the full interval with u rescaled by (T - eps) / (T_max - eps)."""
+    """Variance-weighted denoising score matching with t ~ U(eps, T) for a tensor T <= sde.T."""
     u = tf.random.stateless_uniform(tf.shape(x0)[:1], split(seed, 0), dtype=tf.float64)
-    u = u * (T - sde.eps) / (sde.T - sde.eps)
     e = tf.random.stateless_normal(tf.shape(x0), split(seed, 1), dtype=x0.dtype)
-    return losses.dsm_loss_given(sde, score, x0, u, e, "variance", False)
+    return losses.dsm_loss_given(sde, score, x0, u, e, "variance", False, T=T)
 
 
 def fresh_score_net(model_cfg, dim: int, seed: int):

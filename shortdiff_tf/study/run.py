@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Optional
 
 from shortdiff_tf import networks, toy
-from shortdiff_tf.runs import load_run
+from shortdiff_tf.app.runs import load_run
+from shortdiff_tf.files import atomic_write_text
 from shortdiff_tf.study import images, optimal_T, plots, summary, toy_grid
 from shortdiff_tf.study.config import StudyConfig
 
@@ -144,6 +145,4 @@ def _figures(table: dict, study_dir: Path, report: dict) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))

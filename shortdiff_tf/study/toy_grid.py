@@ -23,9 +23,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from shortdiff_tf import aux_prior, config as config_lib, elbo as elbo_lib, likelihood, samplers, toy, training
-from shortdiff_tf.runs import load_run
+from shortdiff_tf import config as config_lib, elbo as elbo_lib, likelihood, samplers, toy
+from shortdiff_tf.app import fit_prior, train
+from shortdiff_tf.app.runs import load_run
+from shortdiff_tf.files import atomic_write_json
+from shortdiff_tf.prior_fit import mixtures, store
 from shortdiff_tf.seeds import split
+from shortdiff_tf.stats import standard_error
 from shortdiff_tf.study import quadrature
 from shortdiff_tf.study.config import StudyConfig
 
@@ -56,22 +60,20 @@ def run_point(cfg: StudyConfig, study_dir, T: float, seed: int, log=print) -> di
     if done.exists():
         return json.loads(done.read_text())
     start = time.perf_counter()
-    training.train(run_config(cfg, T, seed), run_dir, progress=False, log=log)
+    train.train(run_config(cfg, T, seed), run_dir, progress=False, log=log)
     train_seconds = time.perf_counter() - start
     fit = _fit_prior(cfg, run_dir, T, seed)
     result = {"T": T, "seed": seed, "train_seconds": train_seconds, **fit,
               **measure(cfg, run_dir, seed)}
-    tmp = done.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(done)
+    atomic_write_json(done, result)
     return result
 
 
 def _fit_prior(cfg: StudyConfig, run_dir: Path, T: float, seed: int) -> dict:
-    pcfg = aux_prior.PriorConfig(kind=cfg.prior, T=T, seed=seed, steps=cfg.prior_steps,
-                                 num_fit_samples=cfg.prior_fit_samples)
+    pcfg = config_lib.PriorConfig(kind=cfg.prior, T=T, seed=seed, steps=cfg.prior_steps,
+                                  num_fit_samples=cfg.prior_fit_samples)
     start = time.perf_counter()
-    aux_prior.fit_prior(run_dir, pcfg, progress=False, log=lambda *a, **k: None)
+    fit_prior.fit_prior(run_dir, pcfg, progress=False, log=lambda *a, **k: None)
     return {"prior_kind": cfg.prior, "prior_seconds": time.perf_counter() - start}
 
 
@@ -79,11 +81,11 @@ def measure(cfg: StudyConfig, run_dir, seed: int) -> dict:
     """Every reported quantity of one trained point (see the module docstring)."""
     run = load_run(run_dir)
     sde = run.sde()
-    nu_phi, pcfg = aux_prior.load_prior(run_dir)
+    nu_phi, pcfg = store.load_prior(run_dir, run.shape)
     diffusion = toy.ToyDiffusion(toy.get_toy(cfg.dataset), sde)
     priors = {"noise": sde.prior(run.shape), "aux": nu_phi}
     score = run.score_fn()
-    out = {"dim": int(run.shape[0]), "aux_components": aux_prior.effective_components(nu_phi.weights, pcfg.weight_threshold),
+    out = {"dim": int(run.shape[0]), "aux_components": mixtures.effective_components(nu_phi.weights, pcfg.weight_threshold),
            "aux_perplexity": weight_perplexity(nu_phi)}
     out.update(decomposition(sde, score, diffusion, priors, cfg.num_eval, seed))
     for name, prior in priors.items():
@@ -111,11 +113,10 @@ def decomposition(sde, score, diffusion: toy.ToyDiffusion, priors: dict, n: int,
     G = elbo_lib.score_gap(sde, score, true_score, x0, seed=split(seed, 101))
     p_T = diffusion.marginal(sde.T)
     out = {"G": G.mean, "G_sem": G.sem, "neg_entropy_eps": quadrature.neg_entropy(diffusion.marginal(sde.eps))}
-    for name, prior in priors.items():
-        e = elbo_lib.elbo(sde, score, prior, x0, seed=split(seed, 102))
-        kl = quadrature.kl(p_T, prior.log_prob)
+    for name, e in elbo_lib.elbos(sde, score, priors, x0, seed=split(seed, 102)).items():
+        kl = quadrature.kl(p_T, priors[name].log_prob)
         out.update({f"elbo_{name}": e.elbo.mean, f"elbo_{name}_sem": e.elbo.sem, f"kl_{name}": kl,
-                    f"prior_term_{name}": e.prior_term.mean, "I": e.I.mean, "I_sem": e.I.sem, "R": e.R,
+                    f"prior_term_{name}": e.prior_term.mean, f"prior_term_{name}_sem": e.prior_term.sem, "I": e.I.mean, "I_sem": e.I.sem, "R": e.R,
                     f"eq8_gap_{name}": e.elbo.mean - (out["neg_entropy_eps"] - G.mean - kl),
                     f"eq8_gap_{name}_sem": math.hypot(e.elbo.sem, G.sem)})
     return out
@@ -128,7 +129,7 @@ def exact_log_likelihood(sde, score, prior, diffusion, cfg: StudyConfig, seed: i
     ll = est(x0, seed=split(seed, 201))
     lp = ll.log_prob.numpy().astype(np.float64)
     true = diffusion.data.log_prob(tf.cast(x0, tf.float64)).numpy()
-    return {"log_lik": float(lp.mean()), "log_lik_sem": float(lp.std(ddof=1) / math.sqrt(len(lp))),
+    return {"log_lik": float(lp.mean()), "log_lik_sem": standard_error(lp),
             "log_lik_true": float(true.mean()), "likelihood_nfe": int(ll.nfe)}
 
 

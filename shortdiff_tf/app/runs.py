@@ -1,4 +1,4 @@
-"""Loading a trained run directory: config, SDE, and the score network with its EMA weights."""
+"""Loading a trained run directory: its config, SDE, score network (EMA weights) and priors."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from shortdiff_tf import checkpoints, networks
 from shortdiff_tf.config import RunConfig
+from shortdiff_tf.prior_fit import store
 
 
 @dataclasses.dataclass
@@ -51,3 +52,28 @@ def load_run(run_dir) -> Run:
     checkpoints.restore(ckpt, path, partial=True)
     ema.copy_to(net.trainable_variables)
     return Run(cfg, run_dir, net, int(step.numpy()), path)
+
+
+PRIOR_CHOICES = ("auto", "aux", "noise")
+
+
+def resolve_prior(run: Run, choice: str = "auto", T: Optional[float] = None):
+    """-> (prior, T, name): the fitted auxiliary prior ('aux', from the T it was fitted at) or
+    p_noise at T ('noise'); 'auto' takes the auxiliary prior when the run has one."""
+    if choice not in PRIOR_CHOICES:
+        raise ValueError(f"unknown prior choice {choice!r}; choose one of {', '.join(PRIOR_CHOICES)}")
+    fitted = store.load_prior(run.run_dir, run.shape) if choice != "noise" else None
+    if choice == "aux" and fitted is None:
+        raise FileNotFoundError(f"{run.run_dir} has no auxiliary prior; fit one with "
+                                f"`shortdiff fit-prior --workdir {run.run_dir}` or use --prior noise")
+    if fitted is None:
+        sde = run.sde(T)
+        return sde.prior(run.shape), sde.T, "noise"
+    prior, pcfg = fitted
+    if T is not None and abs(T - pcfg.T) > 1e-12:
+        raise ValueError(f"the auxiliary prior was fitted at T={pcfg.T:g}, not T={T:g}; pass --T {pcfg.T:g}, "
+                         f"refit it at T={T:g}, or use --prior noise")
+    if list(getattr(prior, "event_shape", run.shape)) != list(run.shape):
+        raise ValueError(f"the auxiliary prior's shape {list(prior.event_shape)} does not match the run's "
+                         f"{list(run.shape)}; refit it with `shortdiff fit-prior`")
+    return prior, pcfg.T, f"aux:{pcfg.kind}"

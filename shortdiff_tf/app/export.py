@@ -1,4 +1,4 @@
-"""One SavedModel for TF Serving that samples and scores inside the graph (DESIGN.md section 6).
+"""One SavedModel for TF Serving that samples and scores inside the graph (README, "Export").
 
 Signatures (N = batch, [S] = the run's data shape, e.g. [8, 8, 1]):
 
@@ -34,18 +34,15 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import data as data_lib, likelihood, samplers
-from shortdiff_tf.aux_prior import prior_dir, resolve_prior
-from shortdiff_tf.evaluation import to_model_space
-from shortdiff_tf.generate import sampler_config
-from shortdiff_tf.runs import Run, load_run
+from shortdiff_tf import bits, data as data_lib, likelihood, samplers
+from shortdiff_tf.app.runs import Run, load_run, resolve_prior
+from shortdiff_tf.prior_fit import store
 from shortdiff_tf.seeds import split
 
 SAMPLERS = ("em", "pc", "ode")
 EXPORT_ROOT = Path("saved_models")
 # Keep graph functions as calls: the TF1 session loader (TF Serving, saved_model_cli run) would
-# otherwise inline every U-Net copy of the ODE solver into one graph, and grappler then takes
-# tens of minutes to constant-fold it (measured: > 11 min for `bpd`).
+# otherwise inline every U-Net copy of the ODE solver into one graph for grappler to optimise.
 NOINLINE = {"_noinline": True}
 
 
@@ -62,7 +59,7 @@ class ServingModule(tf.Module):
         self.prior_variables = list(getattr(prior, "variables", ()))
         self._shape, self._is_image = tuple(run.shape), len(run.shape) == 3
         self._score_fn = score_fn
-        self._samplers = tuple(samplers.Sampler(sde, score_fn, prior, sampler_config(n)) for n in SAMPLERS)
+        self._samplers = tuple(samplers.Sampler(sde, score_fn, prior, samplers.preset(n)) for n in SAMPLERS)
         self._estimator = likelihood.LikelihoodEstimator(sde, score_fn, prior, rtol, atol, "hutchinson")
         self._metadata = json.dumps(metadata(run, prior_name, sde, rtol, atol), sort_keys=True)
 
@@ -116,12 +113,14 @@ class ServingModule(tf.Module):
     def bpd(self, images, seed):
         """bits/dim = -(log nu(x_T) + delta) / (D ln 2) + offset of the dequantised images."""
         images, seed = _checked(images, (None,) + self._shape, "images"), _checked(seed, (2,), "seed")
-        x = to_model_space(images, split(seed, 0))
+        x = data_lib.to_model_space(images, split(seed, 0))
         _, prior_logp, delta, nfe = self._estimator.terms(x, split(seed, 1))
-        scale = -1.0 / (math.prod(self._shape) * math.log(2.0))
-        offset = likelihood.dequantization_offset(data_lib.RANGE)
-        return {"bpd": scale * (prior_logp + delta) + offset, "bpd_prior_T": scale * prior_logp,
-                "bpd_ode": scale * delta, "offset": tf.constant(offset, tf.float32), "nfe": tf.cast(nfe, tf.int32)}
+        dim = math.prod(self._shape)
+        return {"bpd": bits.bits_per_dim(prior_logp + delta, dim, data_lib.RANGE),
+                "bpd_prior_T": bits.nats_to_bits_per_dim(prior_logp, dim),
+                "bpd_ode": bits.nats_to_bits_per_dim(delta, dim),
+                "offset": tf.constant(bits.dequantization_offset(data_lib.RANGE), tf.float32),
+                "nfe": tf.cast(nfe, tf.int32)}
 
     def score(self, x, t):
         x, t = _checked(x, (None,) + self._shape, "x"), _checked(t, (None,), "t")
@@ -146,11 +145,11 @@ def metadata(run: Run, prior_name: str, sde, rtol: float, atol: float) -> dict:
             versions[pkg] = im.version(pkg)
         except im.PackageNotFoundError:
             pass
-    prior_cfg = prior_dir(run.run_dir) / "config.json"          # the settings only; the prior is loaded
+    prior_cfg = store.prior_dir(run.run_dir) / "config.json"    # the settings only; the prior is loaded
     return {"sde": type(sde).__name__, "T": sde.T, "eps": sde.eps, "shape": list(run.shape),
             "prior": prior_name, "prior_config": json.loads(prior_cfg.read_text()) if prior_name != "noise" else None,
             "bpd": {"rtol": rtol, "atol": atol, "divergence": "hutchinson", "probe": "rademacher",
-                    "data_range": data_lib.RANGE, "offset": likelihood.dequantization_offset(data_lib.RANGE)},
+                    "data_range": data_lib.RANGE, "offset": bits.dequantization_offset(data_lib.RANGE)},
             "samplers": list(SAMPLERS), "checkpoint_step": run.step, "run_config": json.loads(run.cfg.to_json()),
             "run_dir": str(run.run_dir), "exported": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions}
 

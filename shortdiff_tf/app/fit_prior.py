@@ -1,0 +1,60 @@
+"""``fit_prior(run_dir, pcfg)``: fit the auxiliary prior nu_phi of a trained run at T and store it
+under RUN/prior (docs/METHOD.md section 4).
+
+phi and theta share no term, so this runs after (or beside) score training, on the same run
+directory.  ``T`` may be shorter than the run's T (the paper's "varying T"): sampling and
+evaluation then run from that T.  The Glow fit resumes like training; the closed-form fits
+(gaussian, gmm, dpgmm) take seconds and are redone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional
+
+import tensorflow as tf
+
+from shortdiff_tf import data as data_lib
+from shortdiff_tf.app.runs import load_run
+from shortdiff_tf.config import PriorConfig
+from shortdiff_tf.prior_fit import glow, mixtures, store, targets
+
+
+def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, log=print,
+              stop_after: Optional[int] = None) -> dict:
+    """Fit nu_phi at pcfg.T on the run's training data and store it; -> a summary dict."""
+    run = load_run(run_dir)
+    sde = run.sde(pcfg.T)                                           # T <= the run's T, before writing
+    _check_kind(pcfg, run.shape)
+    saved = store.load_config(run_dir)
+    if saved is not None and dataclasses.replace(saved, steps=pcfg.steps) != pcfg:
+        raise ValueError(f"{store.prior_dir(run_dir)} holds a {saved.kind} prior fitted at T={saved.T} with other "
+                         f"settings; delete it to fit a new one")
+    array = data_lib.load(run.cfg.data.dataset, "train", run.cfg.data.data_dir).array
+    if pcfg.target == "ode":
+        log(f"pushing {len(array)} training examples through the PF-ODE to T={sde.T:g}")
+        source = targets.ode_targets(sde, run.score_fn(pcfg.T), array, pcfg.seed)
+    else:
+        source = array
+    if pcfg.kind == "glow":
+        return glow.fit_glow(sde, source, run.shape, pcfg, run_dir, strategy or tf.distribute.get_strategy(),
+                             progress, log, stop_after)
+    return _fit_closed_form(sde, source, pcfg, run_dir)
+
+
+def _check_kind(pcfg: PriorConfig, shape) -> None:
+    if pcfg.kind == "glow" and len(shape) != 3:
+        raise ValueError("the Glow prior is for images; use --prior dpgmm, gmm or gaussian for toy data")
+    if pcfg.kind in ("gmm", "dpgmm") and len(shape) != 1:
+        raise ValueError(f"the {pcfg.kind} prior is for toy vectors; use --prior glow or gaussian for images")
+
+
+def _fit_closed_form(sde, source, pcfg: PriorConfig, run_dir) -> dict:
+    start = time.perf_counter()
+    points = source if pcfg.target == "ode" else targets.diffused_sample(sde, source, pcfg.num_fit_samples, pcfg.seed)
+    prior, extra = mixtures.fit_closed_form(pcfg, points)
+    store.save_mixture(run_dir, prior)
+    store.save_config(run_dir, pcfg)
+    ll = float(tf.reduce_mean(prior.log_prob(tf.constant(points[:5000], tf.float64))))
+    return {"kind": pcfg.kind, "T": pcfg.T, "target": pcfg.target, "log_prob": ll, **extra,
+            "seconds": time.perf_counter() - start, "prior_dir": str(store.prior_dir(run_dir))}

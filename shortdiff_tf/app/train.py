@@ -1,0 +1,156 @@
+"""Training a run: ``train(cfg, run_dir, strategy=None)`` trains (or resumes) the score model.
+
+It writes ``config.json`` before the first step, resumes from the latest checkpoint, runs the
+distributed step of ``training`` over the batches of ``pipeline`` and writes checkpoints,
+``metrics.jsonl`` and TensorBoard summaries.  Everything random (data order, dequantisation, t
+and e) is a stateless function of (seed, step) computed in the input pipeline for the global
+batch, so a resumed run and a multi-replica run see exactly the examples of an uninterrupted
+single-device run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from shortdiff_tf import checkpoints, data as data_lib, distribute, images, networks, pipeline, samplers, training
+from shortdiff_tf.config import RunConfig
+from shortdiff_tf.files import append_jsonl
+from shortdiff_tf.progress import Progress
+
+RESUME_FREE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_grid", "grad_accum")
+
+
+def check_resumable(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """A run directory resumes only with the settings it was started with (the budget may grow)."""
+    if not (run_dir / "config.json").exists():
+        return cfg
+    saved = RunConfig.load(run_dir)
+    free = {k: getattr(saved.train, k) for k in RESUME_FREE}
+    same_budget = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **free))
+    if same_budget != saved:
+        diffs = _diff(dataclasses.asdict(saved), dataclasses.asdict(same_budget))
+        raise ValueError(f"{run_dir} holds a run with other settings ({diffs}); use a new --workdir "
+                         f"or the run's own options")
+    return cfg
+
+
+def _diff(a: dict, b: dict, prefix="") -> str:
+    out = []
+    for k in a:
+        if isinstance(a[k], dict):
+            out.append(_diff(a[k], b[k], f"{prefix}{k}."))
+        elif a[k] != b[k] and not (isinstance(a[k], (list, tuple)) and list(a[k]) == list(b[k])):
+            out.append(f"{prefix}{k}: {a[k]} there, {b[k]} asked")
+    return ", ".join(x for x in out if x)
+
+
+def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = None,
+          progress: bool = True, stop_after: Optional[int] = None, log: Callable = print) -> dict:
+    """Train (or resume) the score model in ``run_dir``; -> summary dict.
+
+    ``stop_after`` ends the session early after that many steps, as an interruption would.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    run_dir = Path(run_dir)
+    array = data_lib.load(cfg.data.dataset, cfg.data.split, cfg.data.data_dir).array
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, shape=tuple(array.shape[1:])))
+    cfg = check_resumable(cfg, run_dir)
+    cfg.sde.build()                                   # validate T, eps before writing anything
+    if cfg.train.batch_size > len(array):
+        raise ValueError(f"batch size {cfg.train.batch_size} exceeds the {len(array)} training examples; "
+                         f"lower --batch-size")
+    parts = strategy.num_replicas_in_sync * cfg.train.grad_accum
+    if cfg.train.batch_size % parts:
+        raise ValueError(f"batch size {cfg.train.batch_size} is not divisible by the {strategy.num_replicas_in_sync} "
+                         f"replica(s) x {cfg.train.grad_accum} accumulation step(s); change --batch-size or --grad-accum")
+    state = training.build_state(cfg, array.shape[1:], strategy)
+    out = distribute.write_dir(run_dir, strategy)      # the run directory, or a non-chief's scratch
+    manager = tf.train.CheckpointManager(state.ckpt, str(checkpoints.checkpoint_dir(out)),
+                                         max_to_keep=cfg.train.keep_checkpoints)
+    if out == run_dir:
+        cfg.save(run_dir)
+    latest = tf.train.latest_checkpoint(str(checkpoints.checkpoint_dir(run_dir)))   # every worker: the chief's
+    if latest:
+        checkpoints.restore(state.ckpt, latest)
+    start = int(state.step.numpy())
+    stop = cfg.train.steps if stop_after is None else min(cfg.train.steps, start + stop_after)
+    if start >= stop:
+        log(f"{run_dir}: already trained for {start} steps")
+        return {"step": start, "run_dir": str(run_dir)}
+    log(f"training {run_dir} from step {start} to {stop} ({networks.count_params(state.net):,} parameters, "
+        f"{strategy.num_replicas_in_sync} replica(s))")
+    try:
+        result = _loop(cfg, out, state, manager, strategy, start, stop, array, progress)
+    finally:
+        if out != run_dir:
+            shutil.rmtree(out, ignore_errors=True)
+    return {**result, "run_dir": str(run_dir), "chief": out == run_dir, "weights_digest": training.weights_digest(state.net)}
+
+
+def _loop(cfg, run_dir, state, manager, strategy, start, stop, array, progress) -> dict:
+    step_fn = training.make_train_step(cfg, state, strategy)
+    batch_fn = pipeline.make_batch_fn(array, cfg.train.batch_size, cfg.train.seed, cfg.train.dequantize)
+    dist = pipeline.distributed_batches(batch_fn, start, stop, strategy)
+    writer = tf.summary.create_file_writer(str(run_dir / "tb"))
+    bar = Progress(stop, start, enabled=progress)
+    metrics_path, t0, last = run_dir / "metrics.jsonl", time.perf_counter(), (start, time.perf_counter())
+    loss, step = float("nan"), start
+    try:
+        for batch in dist:
+            loss_t, norm_t = step_fn(batch)
+            step += 1                               # no device read per step
+            if step % cfg.train.log_every == 0 or step == stop:
+                loss, rate, last = float(loss_t), _rate(cfg, last, step), (step, time.perf_counter())
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss} at step {step}; lower --lr (the last good "
+                                             f"checkpoint is kept in {manager.directory})")
+                lr = float(state.optimizer.learning_rate)
+                _log_metrics(metrics_path, writer, step, loss, float(norm_t), lr, rate, time.perf_counter() - t0)
+                bar.update(step, f"loss {loss:.4f}  {rate:.0f} img/s")
+            if step % cfg.train.checkpoint_every == 0:
+                manager.save(checkpoint_number=step)
+    finally:
+        step = int(state.step.numpy())
+        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
+            manager.save(checkpoint_number=step)
+        bar.close()
+        writer.flush()
+    if step == cfg.train.steps and len(array.shape) == 4 and cfg.train.sample_grid > 0:
+        _log_sample_grid(cfg, state, writer, step)
+    return {"step": step, "loss": loss, "run_dir": str(run_dir), "checkpoint": manager.latest_checkpoint,
+            "seconds": time.perf_counter() - t0}
+
+
+def _log_sample_grid(cfg, state, writer, step):
+    """A grid of EMA samples (Euler-Maruyama from p_noise, 1000 T steps) in TensorBoard at the end."""
+    shadow = [v.numpy() for v in state.net.trainable_variables]
+    state.ema.copy_to(state.net.trainable_variables)
+    sde = cfg.sde.build()
+    res = samplers.Sampler(sde, networks.score_function(state.net, sde), sde.prior(cfg.data.shape),
+                           samplers.PRESETS["em"])(cfg.train.sample_grid, cfg.train.seed)
+    for v, value in zip(state.net.trainable_variables, shadow):
+        v.assign(value)
+    grid = images.grid(data_lib.to_uint8(res.x.numpy()))
+    with writer.as_default(step=step):
+        tf.summary.image("samples_em_p_noise", grid[None], step=step)
+    writer.flush()
+
+
+def _rate(cfg, last, step) -> float:
+    dt = max(time.perf_counter() - last[1], 1e-9)
+    return (step - last[0]) * cfg.train.batch_size / dt
+
+
+def _log_metrics(path: Path, writer, step, loss, grad_norm, lr, rate, wall):
+    row = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "images_per_s": rate, "wall_time": wall}
+    append_jsonl(path, row)
+    with writer.as_default(step=step):
+        tf.summary.scalar("loss", loss)
+        tf.summary.scalar("learning_rate", lr)
+        tf.summary.scalar("grad_norm", grad_norm)

@@ -1,0 +1,135 @@
+"""The Glow fit of nu_phi: maximum likelihood on the targets at T under a tf.distribute strategy,
+resumable, with a NaN guard.
+
+  min_phi E[-log nu_phi(x) / D]   (nats per dimension), x the "sde" or "ode" target at T
+
+Each step draws a global batch from ``pipeline`` (stateless in (seed, step)) and, for the "sde"
+target, fresh noise e; replicas split it, and the clipped update is ``optim.clipped_apply``.
+A non-finite loss restores the state of the last logged step and goes on.  Checkpoints hold the
+flow, the optimiser and the step, so a rerun continues where the last one stopped.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import tensorflow as tf
+
+from shortdiff_tf import checkpoints, distribute, optim, pipeline
+from shortdiff_tf.config import PriorConfig
+from shortdiff_tf.files import append_jsonl
+from shortdiff_tf.prior_fit import store
+from shortdiff_tf.progress import Progress
+
+
+def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress: bool = True, log=print,
+             stop_after: Optional[int] = None) -> dict:
+    """Fit (or resume fitting) a Glow prior on ``source`` (uint8 data, or ODE targets) at sde.T."""
+    out = store.prior_dir(run_dir)
+    target = _target_fn(sde, source, pcfg)
+    prior, opt, step = _glow_state(pcfg, shape, strategy)
+    with strategy.scope():
+        prior.initialize(target(tf.constant(0, tf.int64)))            # data-dependent ActNorm
+        opt.build(prior.trainable_variables)
+    ckpt = tf.train.Checkpoint(prior=prior, optimizer=opt, step=step)
+    write = distribute.write_dir(out, strategy)          # RUN/prior, or a non-chief worker's scratch
+    manager = tf.train.CheckpointManager(ckpt, str(write / "checkpoints"), max_to_keep=2)
+    latest = tf.train.latest_checkpoint(str(out / "checkpoints"))                  # every worker: the chief's
+    if latest:
+        checkpoints.restore(ckpt, latest)
+    elif write == out:
+        store.save_config(run_dir, pcfg)
+    step_fn = _make_step(prior, opt, step, pcfg, strategy)
+    try:
+        result = _loop(prior, opt, step, manager, step_fn, target, pcfg, write, strategy, progress, log, stop_after)
+    finally:
+        if write != out:
+            shutil.rmtree(write, ignore_errors=True)
+    return {**result, "prior_dir": str(out)}
+
+
+def _target_fn(sde, source, pcfg: PriorConfig):
+    """step -> the global batch of targets at T."""
+    batch_fn = pipeline.make_batch_fn(source, pcfg.batch_size, pcfg.seed + 7919, dequantize=True)
+
+    def target(step):
+        b = batch_fn(step)
+        if pcfg.target == "ode":
+            return b["x0"]
+        return sde.perturb(b["x0"], tf.fill([pcfg.batch_size], sde.T), b["e"])   # fresh e every batch
+
+    return target
+
+
+def _glow_state(pcfg: PriorConfig, shape, strategy):
+    import keras
+    with strategy.scope():
+        keras.utils.set_random_seed(pcfg.seed)          # the coupling networks' initial weights
+        prior = store.build_glow(pcfg, shape)
+        opt = optim.adam(pcfg.lr, pcfg.warmup)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    return prior, opt, step
+
+
+def _make_step(prior, opt, step, pcfg: PriorConfig, strategy):
+    variables = prior.trainable_variables
+
+    def replica_step(x):
+        with tf.GradientTape() as tape:
+            nll = -prior.log_prob(x) / prior.dim                         # nats per dimension
+            loss = tf.nn.compute_average_loss(nll, global_batch_size=pcfg.batch_size)
+        optim.clipped_apply(opt, tape.gradient(loss, variables), variables, pcfg.grad_clip)
+        return loss
+
+    @tf.function
+    def fn(x):
+        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(x,)), axis=None)
+        step.assign_add(1)
+        return loss
+
+    return fn
+
+
+def _loop(prior, opt, step, manager, step_fn, target, pcfg, out: Path, strategy, progress, log, stop_after):
+    begin = int(step.numpy())
+    stop = pcfg.steps if stop_after is None else min(pcfg.steps, begin + stop_after)
+    log(f"fitting a Glow prior ({sum(int(tf.size(v)) for v in prior.trainable_variables):,} parameters) at "
+        f"T={pcfg.T:g} on the {pcfg.target} target, steps {begin} to {stop}")
+    bar, t0 = Progress(stop, begin, enabled=progress), time.perf_counter()
+    good, restores, loss = _snapshot(prior, opt), 0, float("nan")
+    try:
+        for i, x in zip(range(begin, stop), pipeline.distributed_batches(target, begin, stop, strategy)):
+            loss = float(step_fn(x))
+            if not math.isfinite(loss):                               # NaN guard: back to the last good state
+                _restore(prior, opt, good)
+                step.assign(i + 1)
+                restores += 1
+                log(f"non-finite loss at step {i + 1}; restored the state of the last good step")
+                continue
+            if (i + 1) % pcfg.log_every == 0 or i + 1 == stop:
+                good = _snapshot(prior, opt)
+                append_jsonl(out / "metrics.jsonl", {"step": i + 1, "nll_per_dim": loss,
+                                                     "bits_per_dim_at_T": loss / math.log(2.0),
+                                                     "wall_time": time.perf_counter() - t0, "restores": restores})
+                bar.update(i + 1, f"nll {loss:.4f} nats/dim")
+            if (i + 1) % pcfg.checkpoint_every == 0:
+                manager.save(checkpoint_number=i + 1)
+    finally:
+        final = int(step.numpy())
+        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{final}"):
+            manager.save(checkpoint_number=final)
+        bar.close()
+    return {"kind": "glow", "T": pcfg.T, "target": pcfg.target, "step": final, "nll_per_dim": loss,
+            "restores": restores, "seconds": time.perf_counter() - t0}
+
+
+def _snapshot(prior, opt):
+    return [v.numpy() for v in prior.trainable_variables] + [v.numpy() for v in opt.variables]
+
+
+def _restore(prior, opt, values):
+    for v, val in zip(list(prior.trainable_variables) + list(opt.variables), values):
+        v.assign(val)

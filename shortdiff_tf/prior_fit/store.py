@@ -1,0 +1,77 @@
+"""The fitted auxiliary prior on disk, under RUN/prior:
+
+  config.json    the PriorConfig it was fitted with (written first for a Glow fit, so a fit resumes)
+  checkpoints/   Glow: tf.train checkpoints of the flow and its optimiser
+  mixture.json   gaussian / gmm / dpgmm: the fitted parameters
+  metrics.jsonl  Glow: NLL per logged step
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Tuple
+
+from shortdiff_tf.config import PriorConfig
+from shortdiff_tf.files import atomic_write_json, atomic_write_text
+from shortdiff_tf.priors import GaussianMixture, GaussianPrior
+
+
+def prior_dir(run_dir) -> Path:
+    return Path(run_dir) / "prior"
+
+
+def save_config(run_dir, pcfg: PriorConfig) -> None:
+    atomic_write_text(prior_dir(run_dir) / "config.json", pcfg.to_json())
+
+
+def load_config(run_dir) -> Optional[PriorConfig]:
+    """The stored PriorConfig, None when the run has no prior; a one-line error when unreadable."""
+    path = prior_dir(run_dir) / "config.json"
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ValueError(f"cannot read {path} ({err.strerror}); fix its permissions or refit the prior") from None
+    return PriorConfig.from_json(text, source=str(path))
+
+
+def save_mixture(run_dir, prior) -> None:
+    atomic_write_json(prior_dir(run_dir) / "mixture.json", prior.get_config(), indent=None)
+
+
+def prior_from_config(cfg: dict):
+    kind = cfg.get("kind")
+    if kind == "gaussian":
+        return GaussianPrior(cfg["event_shape"], std=cfg["std"], mean=cfg["mean"])
+    if kind == "gmm":
+        return GaussianMixture(cfg["weights"], cfg["means"], cfg["covs"])
+    raise ValueError(f"unknown stored prior kind {kind!r}")
+
+
+def build_glow(pcfg: PriorConfig, shape):
+    from shortdiff_tf.priors.glow import GlowPrior
+    return GlowPrior(shape, pcfg.levels, pcfg.steps_per_level, pcfg.hidden)
+
+
+def load_prior(run_dir, shape) -> Optional[Tuple[object, PriorConfig]]:
+    """-> (prior, PriorConfig) of the fitted auxiliary prior, or None when the run has none."""
+    pcfg = load_config(run_dir)
+    if pcfg is None:
+        return None
+    out = prior_dir(run_dir)
+    if pcfg.kind != "glow":
+        path = out / "mixture.json"
+        try:
+            return prior_from_config(json.loads(path.read_text())), pcfg
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"cannot read the prior {path} ({type(err).__name__}); refit it with "
+                             f"`shortdiff fit-prior`") from None
+    import tensorflow as tf
+    from shortdiff_tf import checkpoints
+    prior = build_glow(pcfg, shape)
+    path = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    if path is None:
+        raise FileNotFoundError(f"{out} has no Glow checkpoint; refit it with `shortdiff fit-prior`")
+    checkpoints.restore(tf.train.Checkpoint(prior=prior), path, partial=True)
+    return prior, pcfg

@@ -1,0 +1,70 @@
+"""The library is a stack: every module imports only modules of its own layer or below (the
+README's library table draws the same layers), and no module grows past ~300 lines."""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = [                                  # lowest first; the first part of the dotted module name
+    ("foundations", {"seeds", "registry", "files", "stats", "progress", "bits"}),
+    ("distributions", {"priors"}),
+    ("data", {"toy", "data", "pipeline", "images"}),
+    ("SDE", {"sde", "timesteps"}),
+    ("score network", {"networks"}),
+    ("training infrastructure", {"config", "checkpoints", "distribute", "optim", "ode", "flow"}),
+    ("losses and prior fitting", {"losses", "training", "prior_fit"}),
+    ("samplers", {"samplers"}),
+    ("likelihood and ELBO", {"likelihood", "elbo", "quality"}),
+    ("run-level application", {"app"}),
+    ("study", {"study"}),
+]
+LAYER = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
+MAX_LINES = 300
+
+
+def library_modules():
+    return sorted(p for p in (ROOT / "shortdiff_tf").rglob("*.py") if p.name != "__init__.py" or p.stat().st_size)
+
+
+def layer_of(path: Path) -> int:
+    rel = path.relative_to(ROOT / "shortdiff_tf").with_suffix("")
+    return LAYER[rel.parts[0]]
+
+
+def imported(path: Path):
+    """Every shortdiff_tf module a file imports, at the top or inside a function -> first name."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("shortdiff_tf"):
+            parts = node.module.split(".")[1:]
+            names = [parts[0]] if parts else [a.name for a in node.names]
+            yield from ((n, node.lineno) for n in names)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("shortdiff_tf."):
+                    yield a.name.split(".")[1], node.lineno
+
+
+def test_every_library_module_has_a_layer():
+    missing = {p.relative_to(ROOT).as_posix() for p in library_modules()
+               if p.relative_to(ROOT / "shortdiff_tf").with_suffix("").parts[0] not in LAYER}
+    assert not missing, f"add these modules to a layer: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("path", library_modules(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_imports_follow_the_layers(path):
+    mine = layer_of(path)
+    upward = [f"line {line}: {name} ({LAYERS[LAYER[name]][0]})" for name, line in imported(path)
+              if LAYER[name] > mine]
+    assert not upward, f"{path.name} ({LAYERS[mine][0]}) imports from above: {upward}"
+
+
+def test_the_cli_is_the_only_place_that_imports_click():
+    offenders = [p.relative_to(ROOT).as_posix() for p in library_modules() if "import click" in p.read_text()]
+    assert not offenders
+
+
+def test_no_module_is_over_300_lines():
+    files = library_modules() + sorted((ROOT / "cli").glob("*.py"))
+    long = {p.relative_to(ROOT).as_posix(): n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"split these modules: {long}"
