@@ -6,14 +6,17 @@ library raises ``ValueError`` (bad input) and ``FileNotFoundError`` (missing dat
 """
 from __future__ import annotations
 
+import os
+
 import click
 
-from cli import commands, study
+from cli import commands, quiet, study
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="shortdiff")
-def cli():
+@click.option("--verbose", is_flag=True, help=f"Show TensorFlow's start-up logs (or set {quiet.VERBOSE_ENV}=1).")
+def cli(verbose):
     """shortdiff: score-based diffusion with a short diffusion time T and an auxiliary prior at T.
 
     \b
@@ -22,6 +25,8 @@ def cli():
       shortdiff sample --workdir runs/digits-vp-T0.4
       shortdiff evaluate --workdir runs/digits-vp-T0.4
     """
+    if verbose:
+        os.environ[quiet.VERBOSE_ENV] = "1"
 
 
 commands.register(cli)

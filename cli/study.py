@@ -2,12 +2,16 @@
 (the offline feature extractor for FID/KID)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
+from cli import checks
 from cli.commands import SDE_CHOICES, json_option, report
 from cli.errors import friendly
+from cli.options import POSITIVE
+from cli.quiet import load_tensorflow
 
 
 @click.command("train-classifier")
@@ -22,6 +26,7 @@ from cli.errors import friendly
 def train_classifier(dataset, data_dir, out, epochs, seed, as_json):
     """The offline feature extractor for FID/KID: a small CNN on the labelled training split.
     e.g.  shortdiff train-classifier --dataset digits"""
+    load_tensorflow()
     from shortdiff_tf.quality import train_classifier as train_fn
     out = out or str(Path("classifiers") / f"{Path(dataset).stem}.keras")
     r = train_fn(dataset, out, epochs=epochs, seed=seed, data_dir=data_dir, log=lambda *_: None)
@@ -31,9 +36,12 @@ def train_classifier(dataset, data_dir, out, epochs, seed, as_json):
 
 def _T_grid(ctx, param, value):
     try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
+        grid = tuple(float(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of times, e.g. 0.2,0.4,1.0") from None
+        grid = (math.nan,)
+    if not all(math.isfinite(T) for T in grid):
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of times, e.g. 0.2,0.4,1.0")
+    return grid
 
 
 @click.command()
@@ -52,8 +60,8 @@ def _T_grid(ctx, param, value):
 @click.option("--num-ll", type=click.IntRange(2), default=256, help="Toy: points for the exact PF-ODE likelihood.")
 @click.option("--num-samples", type=click.IntRange(2), default=1024, help="Samples per prior and sampler.")
 @click.option("--num-examples", type=click.IntRange(1), default=64, help="Images: test images for bits/dim.")
-@click.option("--rtol", type=click.FloatRange(0, min_open=True), default=1e-5, help="PF-ODE relative tolerance.")
-@click.option("--atol", type=click.FloatRange(0, min_open=True), default=1e-5, help="PF-ODE absolute tolerance.")
+@click.option("--rtol", type=POSITIVE, default=1e-5, help="PF-ODE relative tolerance.")
+@click.option("--atol", type=POSITIVE, default=1e-5, help="PF-ODE absolute tolerance.")
 @click.option("--samplers", default="em,ode", help="Samplers to measure (comma-separated: em, pc, ode).")
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Images: Glow coupling width.")
 @click.option("--glow-steps", type=click.IntRange(1), default=4, help="Images: Glow steps per level.")
@@ -73,6 +81,11 @@ def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, 
           workdir, as_json):
     """How much T is enough: the ELBO terms, likelihood, sample quality and NFE against T.
     e.g.  shortdiff study --dataset gmm1d --T-grid 0.2,0.4,0.6,0.8,1.0 --optimize-T joint"""
+    workdir = workdir or str(Path("studies") / f"{Path(dataset).stem}-{sde}")
+    checks.writable_dir(workdir)
+    if reuse_score:
+        checks.trained_run(reuse_score)
+    load_tensorflow()
     from shortdiff_tf.study import StudyConfig, run_study
     from shortdiff_tf import toy
     is_toy = dataset in toy.TOY.names()
@@ -83,7 +96,6 @@ def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, 
                       rtol=rtol, atol=atol, glow_hidden=glow_hidden, glow_steps_per_level=glow_steps,
                       reuse_score=reuse_score,
                       extractor=extractor)
-    workdir = workdir or str(Path("studies") / f"{Path(dataset).stem}-{sde}")
     click.echo(f"study directory: {workdir}")
     r = run_study(cfg, workdir, optimize=optimize, optimize_steps=optimize_steps, log=click.echo)
     lines = [f"grid optimum of {k}: T={v['T']:g} ({v['value']:.4f})" for k, v in r["grid_optimum"].items()]

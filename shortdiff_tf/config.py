@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
 
-from shortdiff_tf import sde as sde_lib
+from shortdiff_tf import hints
 from shortdiff_tf.files import atomic_write_text
+
+
+def check_finite(cfg) -> None:
+    """Every float setting of a config section is a finite number (NaN and infinity are refused)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{type(cfg).__name__}.{f.name} is {value}; give a finite number")
 
 
 @dataclass(frozen=True)
@@ -25,8 +34,12 @@ class SDEConfig:
     sigma_min: float = 0.01
     sigma_max: float = 50.0
 
-    def build(self, T: Optional[float] = None) -> sde_lib.SDE:
+    def __post_init__(self):
+        check_finite(self)
+
+    def build(self, T: Optional[float] = None):
         """The SDE, optionally truncated at a shorter T (reuse of a score model trained at self.T)."""
+        from shortdiff_tf import sde as sde_lib          # TensorFlow: configs load without it
         hyper = ({"sigma_min": self.sigma_min, "sigma_max": self.sigma_max} if self.kind == "ve"
                  else {"beta_0": self.beta_0, "beta_1": self.beta_1})
         return sde_lib.get_sde(self.kind, T=self.T if T is None else T, eps=self.eps, **hyper)
@@ -52,6 +65,9 @@ class ModelConfig:
     width: int = 128                     # mlp
     depth: int = 3                       # mlp
 
+    def __post_init__(self):
+        check_finite(self)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -70,6 +86,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     sample_grid: int = 16                # EMA samples written to TensorBoard at the end (0: none)
     grad_accum: int = 1                  # micro-batches per step: the same update in less memory
+
+    def __post_init__(self):
+        check_finite(self)
 
 
 @dataclass(frozen=True)
@@ -95,7 +114,7 @@ class RunConfig:
         path = Path(run_dir) / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"no run at {run_dir}: {path} is missing; train one with "
-                                    f"`shortdiff train --workdir {run_dir}`")
+                                    f"`{hints.train_command(run_dir)}`")
         try:
             return RunConfig.from_json(path.read_text())
         except (ValueError, TypeError) as err:
@@ -130,10 +149,11 @@ class PriorConfig:
     weight_threshold: float = 0.01     # dpgmm: a component counts when its weight exceeds this
     dp_concentration: float = 0.01     # dpgmm: Dirichlet-process concentration (small: few components)
     num_fit_samples: int = 20000       # gaussian / gmm / dpgmm: diffused points to fit on
-    checkpoint_every: int = 500
+    checkpoint_every: int = 100
     log_every: int = 50
 
     def __post_init__(self):
+        check_finite(self)
         if self.kind not in PRIOR_KINDS:
             raise ValueError(f"unknown prior {self.kind!r}; choose one of {', '.join(PRIOR_KINDS)}")
         if self.target not in PRIOR_TARGETS:
@@ -147,8 +167,8 @@ class PriorConfig:
         try:
             return _from_dict(PriorConfig, json.loads(text))
         except (ValueError, TypeError, AttributeError) as err:
-            raise ValueError(f"{source} is not a valid prior config ({err}); refit the prior with "
-                             f"`shortdiff fit-prior`") from None
+            raise ValueError(f"{source} is not a valid prior config ({err}); delete its folder and refit the "
+                             f"prior with `shortdiff fit-prior`") from None
 
 
 _SECTIONS = {"sde": SDEConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig}

@@ -13,9 +13,9 @@ from typing import Optional
 
 import numpy as np
 
-from shortdiff_tf import toy
 
 LOW, RANGE, LEVELS = -1.0, 2.0, 256
+TOY_NAMES = ("gmm1d", "gmm2d")    # the toy registry's names (toy.py imports TensorFlow)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 TOY_SIZES = {"train": 20000, "test": 5000}
 
@@ -42,7 +42,9 @@ class ArrayData:
 
 def load(dataset: str, split: str = "train", data_dir: Optional[str] = None, download: bool = False) -> ArrayData:
     """Load a split by name: ``digits``, ``gmm1d``/``gmm2d``, a .npz file, an image folder, or a TFDS name."""
-    if dataset in toy.TOY:
+    if not dataset or not dataset.strip():
+        raise ValueError("--dataset is empty; give digits, gmm1d, gmm2d, a TFDS name, a .npz file or an image folder")
+    if dataset in TOY_NAMES:
         return ArrayData(dataset, split, _toy(dataset, split))
     if dataset == "digits":
         return ArrayData(dataset, split, *_digits(split))
@@ -56,6 +58,7 @@ def _toy(name: str, split: str) -> np.ndarray:
     if split not in TOY_SIZES:
         raise ValueError(f"toy data have splits train and test; got {split!r}")
     seed = 0 if split == "train" else 1
+    from shortdiff_tf import toy
     return toy.get_toy(name).sample(TOY_SIZES[split], seed).numpy().astype(np.float32)
 
 
@@ -78,13 +81,20 @@ def _local(path: Path):
         raise FileNotFoundError(f"data not found: {path} does not exist")
     if path.is_dir():
         return _image_folder(path), None
-    with np.load(path) as f:
-        key = next((k for k in ("images", "x", "arr_0") if k in f.files), None)
-        if key is None:
-            raise ValueError(f"{path} has no array named images, x or arr_0 (found: {', '.join(f.files)})")
-        label_key = next((k for k in ("labels", "y") if k in f.files), None)
-        labels = f[label_key].astype(np.int64).reshape(-1) if label_key else None
-        return _as_images(f[key], str(path)), labels
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files} if hasattr(f, "files") else None
+    except (OSError, EOFError, ValueError, KeyError) as err:   # not an .npz, truncated, pickled, unreadable
+        arrays = None
+    if arrays is None:
+        raise ValueError(f"cannot read {path} as an .npz file of arrays; save it with "
+                         f"np.savez(path, images=uint8_array)")
+    key = next((k for k in ("images", "x", "arr_0") if k in arrays), None)
+    if key is None:
+        raise ValueError(f"{path} has no array named images, x or arr_0 (found: {', '.join(arrays) or 'none'})")
+    label_key = next((k for k in ("labels", "y") if k in arrays), None)
+    labels = arrays[label_key].astype(np.int64).reshape(-1) if label_key else None
+    return _as_images(arrays[key], str(path)), labels
 
 
 def _image_folder(path: Path) -> np.ndarray:
@@ -92,22 +102,43 @@ def _image_folder(path: Path) -> np.ndarray:
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {path}")
-    arrays = [np.asarray(Image.open(p)) for p in files]
+    arrays = [_read_image(p) for p in files]
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(f"images under {path} differ in size; resize them to one size first")
     return _as_images(np.stack(arrays), str(path))
 
 
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read the image {path} ({type(err).__name__}); remove or replace it") from None
+
+
 def _as_images(arr: np.ndarray, source: str) -> np.ndarray:
+    """uint8 [N, H, W, C] from [N, H, W] or [N, H, W, C] 8-bit pixels.
+
+    The rule for other dtypes: integer values in 0..255 (of any integer or float dtype) are taken
+    as pixels; anything else (fractions such as images in [0, 1], NaN, values outside 0..255) is
+    refused with how to convert it, never rounded or clipped silently.
+    """
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4):
         raise ValueError(f"{source}: expected images [N, H, W] or [N, H, W, C] with C in 1, 3, 4; got {arr.shape}")
-    if arr.dtype != np.uint8:
-        if arr.min() < 0 or arr.max() > 255:
-            raise ValueError(f"{source}: expected 8-bit pixel values in 0..255")
-        arr = arr.astype(np.uint8)
-    return arr
+    if arr.shape[0] == 0:
+        raise ValueError(f"{source} holds no images (an array of shape {arr.shape}); give at least one batch of images")
+    if arr.dtype == np.uint8:
+        return arr
+    if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{source}: pixel values must be finite numbers; found {arr.dtype} with NaN or infinity")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 255 or not np.all(arr == np.round(arr)):
+        raise ValueError(f"{source}: expected 8-bit pixels (integers 0..255), found {arr.dtype} values in "
+                         f"[{lo:g}, {hi:g}]; convert them first, e.g. np.round(x * 255).astype(np.uint8) for [0, 1]")
+    return arr.astype(np.uint8)
 
 
 def _tfds(name: str, split: str, data_dir: Optional[str], download: bool) -> np.ndarray:

@@ -40,3 +40,21 @@ def append_jsonl(path, row: dict) -> None:
     """One JSON object a line, appended."""
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def truncate_jsonl(path, last_step: int) -> int:
+    """Keep the rows of a JSON-lines log with ``step <= last_step`` (a resumed run logs the rest
+    again), drop a cut last line, and rewrite the file atomically. -> rows kept."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:                          # a line cut by a kill
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= last_step:
+            rows.append(line)
+    atomic_write_text(path, "".join(r + "\n" for r in rows))
+    return len(rows)

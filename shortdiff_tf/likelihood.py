@@ -88,7 +88,10 @@ class LikelihoodEstimator:
         if hasattr(self.prior, "event_shape") and x0.shape[1:].as_list() != list(self.prior.event_shape):
             raise ValueError(f"data shape {x0.shape[1:].as_list()} does not match the model's "
                              f"shape {list(self.prior.event_shape)}")
-        x_T, prior_logp, delta, nfe = self.terms(x0, seed)
+        try:
+            x_T, prior_logp, delta, nfe = self.terms(x0, seed)
+        except tf.errors.InvalidArgumentError as err:
+            raise ode.explain(err) from None
         return LogLikelihood(prior_logp + delta, prior_logp, delta, x_T, int(nfe), self.sde.T,
                              self.sde.eps, self.rtol, self.atol, self.divergence)
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import flow, registry
+from shortdiff_tf import flow, ode, registry
 from shortdiff_tf.sde import SDE, bcast, reverse_drift
 from shortdiff_tf.seeds import as_seed, split
 
@@ -148,7 +148,10 @@ class Sampler:
     def __call__(self, num_samples: int, seed, steps: Optional[int] = None, x_T=None) -> SampleResult:
         seed = as_seed(seed)
         x_T = self.draw_prior(tf.constant(num_samples, tf.int32), seed) if x_T is None else tf.convert_to_tensor(x_T)
-        x, nfe = self._reverse(x_T, seed, tf.constant(int(steps or self.default_steps()), tf.int32))
+        try:
+            x, nfe = self._reverse(x_T, seed, tf.constant(int(steps or self.default_steps()), tf.int32))
+        except tf.errors.InvalidArgumentError as err:
+            raise ode.explain(err) from None
         return SampleResult(x, int(nfe))
 
     def draw_prior(self, num_samples, seed):

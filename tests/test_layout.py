@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [                                  # lowest first; the first part of the dotted module name
-    ("foundations", {"seeds", "registry", "files", "stats", "progress", "bits"}),
+    ("foundations", {"seeds", "registry", "files", "stats", "progress", "bits", "runlock", "hints"}),
     ("distributions", {"priors"}),
     ("data", {"toy", "data", "pipeline", "images"}),
     ("SDE", {"sde", "timesteps"}),

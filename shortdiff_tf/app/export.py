@@ -40,6 +40,8 @@ from shortdiff_tf.prior_fit import store
 from shortdiff_tf.seeds import split
 
 SAMPLERS = ("em", "pc", "ode")
+MAX_SAMPLES = 4096          # per call of the sample signature
+MAX_STEPS = 100_000         # SDE steps per call
 EXPORT_ROOT = Path("saved_models")
 # Keep graph functions as calls: the TF1 session loader (TF Serving, saved_model_cli run) would
 # otherwise inline every U-Net copy of the ODE solver into one graph for grappler to optimise.
@@ -58,6 +60,7 @@ class ServingModule(tf.Module):
         self.score_variables = [v.value for v in run.net.variables]
         self.prior_variables = list(getattr(prior, "variables", ()))
         self._shape, self._is_image = tuple(run.shape), len(run.shape) == 3
+        self._eps, self._T = sde.eps, sde.T
         self._score_fn = score_fn
         self._samplers = tuple(samplers.Sampler(sde, score_fn, prior, samplers.preset(n)) for n in SAMPLERS)
         self._estimator = likelihood.LikelihoodEstimator(sde, score_fn, prior, rtol, atol, "hutchinson")
@@ -86,7 +89,10 @@ class ServingModule(tf.Module):
         seed = _checked(seed, (2,), "seed")
         match = tf.equal(tf.constant(SAMPLERS), sampler)
         checks = [tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1"),
+                  tf.debugging.assert_less_equal(num_samples, MAX_SAMPLES,
+                                                 message=f"num_samples must be <= {MAX_SAMPLES}; call again for more"),
                   tf.debugging.assert_positive(steps, message="steps must be >= 1 (the ode sampler ignores it)"),
+                  tf.debugging.assert_less_equal(steps, MAX_STEPS, message=f"steps must be <= {MAX_STEPS}"),
                   tf.debugging.assert_equal(tf.reduce_any(match), True,
                                             message=f"sampler must be one of {', '.join(SAMPLERS)}")]
         with tf.control_dependencies(checks):           # before any sampling op runs
@@ -105,7 +111,7 @@ class ServingModule(tf.Module):
         return out
 
     def log_prob(self, x, seed):
-        x, seed = _checked(x, (None,) + self._shape, "x"), _checked(seed, (2,), "seed")
+        x, seed = _finite(_checked(x, (None,) + self._shape, "x"), "x"), _checked(seed, (2,), "seed")
         _, prior_logp, delta, nfe = self._estimator.terms(x, seed)
         return {"log_prob": prior_logp + delta, "prior_logp": prior_logp, "delta_logp": delta,
                 "nfe": tf.cast(nfe, tf.int32)}
@@ -123,12 +129,21 @@ class ServingModule(tf.Module):
                 "nfe": tf.cast(nfe, tf.int32)}
 
     def score(self, x, t):
-        x, t = _checked(x, (None,) + self._shape, "x"), _checked(t, (None,), "t")
-        tf.debugging.assert_equal(tf.shape(t)[0], tf.shape(x)[0], message="t must have one time per row of x")
-        return {"score": self._score_fn(x, t)}
+        x, t = _finite(_checked(x, (None,) + self._shape, "x"), "x"), _checked(t, (None,), "t")
+        in_range = f"t must be in [eps, T] = [{self._eps:g}, {self._T:g}]"
+        checks = [tf.debugging.assert_equal(tf.shape(t)[0], tf.shape(x)[0], message="t must have one time per row of x"),
+                  tf.debugging.assert_greater_equal(t, self._eps, message=in_range),
+                  tf.debugging.assert_less_equal(t, self._T, message=in_range)]
+        with tf.control_dependencies(checks):
+            return {"score": self._score_fn(x, tf.identity(t))}
 
     def metadata(self):
         return {"metadata": tf.constant(self._metadata)}
+
+
+def _finite(x, name):
+    """NaN or infinity in an input is an InvalidArgumentError naming it, before any solve."""
+    return tf.debugging.assert_all_finite(x, f"{name} holds NaN or infinite values; pass finite inputs")
 
 
 def _checked(value, shape, name):

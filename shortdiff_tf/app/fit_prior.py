@@ -14,22 +14,35 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import data as data_lib
+from shortdiff_tf import data as data_lib, distribute
 from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.prior_fit import glow, mixtures, store, targets
+from shortdiff_tf.runlock import RunLock
+
+
+RESUME_FREE = ("steps", "checkpoint_every", "log_every")
 
 
 def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, log=print,
               stop_after: Optional[int] = None) -> dict:
-    """Fit nu_phi at pcfg.T on the run's training data and store it; -> a summary dict."""
+    """Fit nu_phi at pcfg.T on the run's training data and store it; -> a summary dict.
+    The writer holds ``RUN/prior/.lock`` (score training of the same run may go on beside it)."""
+    strategy = strategy or tf.distribute.get_strategy()
     run = load_run(run_dir)
     sde = run.sde(pcfg.T)                                           # T <= the run's T, before writing
     _check_kind(pcfg, run.shape)
     saved = store.load_config(run_dir)
-    if saved is not None and dataclasses.replace(saved, steps=pcfg.steps) != pcfg:
+    if saved is not None and dataclasses.replace(saved, **{k: getattr(pcfg, k) for k in RESUME_FREE}) != pcfg:
         raise ValueError(f"{store.prior_dir(run_dir)} holds a {saved.kind} prior fitted at T={saved.T} with other "
                          f"settings; delete it to fit a new one")
+    if not distribute.is_chief(strategy):
+        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after)
+    with RunLock(store.prior_dir(run_dir) / ".lock", "shortdiff fit-prior"):
+        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after)
+
+
+def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_after) -> dict:
     array = data_lib.load(run.cfg.data.dataset, "train", run.cfg.data.data_dir).array
     if pcfg.target == "ode":
         log(f"pushing {len(array)} training examples through the PF-ODE to T={sde.T:g}")
@@ -37,8 +50,7 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
     else:
         source = array
     if pcfg.kind == "glow":
-        return glow.fit_glow(sde, source, run.shape, pcfg, run_dir, strategy or tf.distribute.get_strategy(),
-                             progress, log, stop_after)
+        return glow.fit_glow(sde, source, run.shape, pcfg, run_dir, strategy, progress, log, stop_after)
     return _fit_closed_form(sde, source, pcfg, run_dir)
 
 

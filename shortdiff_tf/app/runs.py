@@ -7,7 +7,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import checkpoints, networks
+from shortdiff_tf import checkpoints, hints, networks
 from shortdiff_tf.config import RunConfig
 from shortdiff_tf.prior_fit import store
 
@@ -40,7 +40,7 @@ def load_run(run_dir) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist; train one with "
-                                f"`shortdiff train --workdir {run_dir}`")
+                                f"`{hints.train_command(run_dir)}`")
     cfg = RunConfig.load(run_dir)
     path = checkpoints.latest(run_dir)
     if path is None:

@@ -20,15 +20,22 @@ import tensorflow as tf
 
 from shortdiff_tf import checkpoints, data as data_lib, distribute, images, networks, pipeline, samplers, training
 from shortdiff_tf.config import RunConfig
-from shortdiff_tf.files import append_jsonl
+from shortdiff_tf.files import append_jsonl, truncate_jsonl
 from shortdiff_tf.progress import Progress
+from shortdiff_tf.runlock import RunLock
 
-RESUME_FREE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_grid", "grad_accum")
+RESUME_FREE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_grid", "grad_accum", "lr")
 
 
 def check_resumable(cfg: RunConfig, run_dir: Path) -> RunConfig:
-    """A run directory resumes only with the settings it was started with (the budget may grow)."""
+    """A run directory resumes only with the settings it was started with (the budget may grow,
+    and the learning rate may be lowered after a non-finite loss); checkpoints without a readable
+    config.json are never reused."""
     if not (run_dir / "config.json").exists():
+        if checkpoints.complete(checkpoints.checkpoint_dir(run_dir)) or any(
+                checkpoints.checkpoint_dir(run_dir).glob("ckpt-*")):
+            raise ValueError(f"{run_dir} holds checkpoints but no config.json, so its settings are unknown; "
+                             f"restore {run_dir / 'config.json'} or use a new --workdir")
         return cfg
     saved = RunConfig.load(run_dir)
     free = {k: getattr(saved.train, k) for k in RESUME_FREE}
@@ -50,14 +57,9 @@ def _diff(a: dict, b: dict, prefix="") -> str:
     return ", ".join(x for x in out if x)
 
 
-def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = None,
-          progress: bool = True, stop_after: Optional[int] = None, log: Callable = print) -> dict:
-    """Train (or resume) the score model in ``run_dir``; -> summary dict.
-
-    ``stop_after`` ends the session early after that many steps, as an interruption would.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    run_dir = Path(run_dir)
+def prepare(cfg: RunConfig, run_dir: Path, strategy) -> tuple:
+    """Every check that needs no writing: data, settings against the run's, batch divisibility.
+    -> (cfg with the data shape, training array)."""
     array = data_lib.load(cfg.data.dataset, cfg.data.split, cfg.data.data_dir).array
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, shape=tuple(array.shape[1:])))
     cfg = check_resumable(cfg, run_dir)
@@ -69,20 +71,43 @@ def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = 
     if cfg.train.batch_size % parts:
         raise ValueError(f"batch size {cfg.train.batch_size} is not divisible by the {strategy.num_replicas_in_sync} "
                          f"replica(s) x {cfg.train.grad_accum} accumulation step(s); change --batch-size or --grad-accum")
+    return cfg, array
+
+
+def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = None,
+          progress: bool = True, stop_after: Optional[int] = None, log: Callable = print) -> dict:
+    """Train (or resume) the score model in ``run_dir``; -> summary dict.
+
+    The chief holds ``RUN/.lock`` while it writes.  ``stop_after`` ends the session early after
+    that many steps, as an interruption would.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    run_dir = Path(run_dir)
+    cfg, array = prepare(cfg, run_dir, strategy)
+    if not distribute.is_chief(strategy):
+        return _train(cfg, run_dir, array, strategy, progress, stop_after, log)
+    with RunLock(run_dir / ".lock", "shortdiff train"):
+        return _train(cfg, run_dir, array, strategy, progress, stop_after, log)
+
+
+def _train(cfg, run_dir: Path, array, strategy, progress, stop_after, log) -> dict:
     state = training.build_state(cfg, array.shape[1:], strategy)
     out = distribute.write_dir(run_dir, strategy)      # the run directory, or a non-chief's scratch
+    ckpt_dir = checkpoints.checkpoint_dir(run_dir)
+    latest = (checkpoints.recover(ckpt_dir, log) if out == run_dir      # every worker: the chief's
+              else checkpoints.newest_complete(ckpt_dir))
     manager = tf.train.CheckpointManager(state.ckpt, str(checkpoints.checkpoint_dir(out)),
                                          max_to_keep=cfg.train.keep_checkpoints)
-    if out == run_dir:
-        cfg.save(run_dir)
-    latest = tf.train.latest_checkpoint(str(checkpoints.checkpoint_dir(run_dir)))   # every worker: the chief's
     if latest:
         checkpoints.restore(state.ckpt, latest)
     start = int(state.step.numpy())
+    if out == run_dir:
+        cfg.save(run_dir)
+        truncate_jsonl(run_dir / "metrics.jsonl", start)             # rows past the restored step go
     stop = cfg.train.steps if stop_after is None else min(cfg.train.steps, start + stop_after)
     if start >= stop:
         log(f"{run_dir}: already trained for {start} steps")
-        return {"step": start, "run_dir": str(run_dir)}
+        return {"step": start, "run_dir": str(run_dir), "checkpoint": latest}
     log(f"training {run_dir} from step {start} to {stop} ({networks.count_params(state.net):,} parameters, "
         f"{strategy.num_replicas_in_sync} replica(s))")
     try:
@@ -108,23 +133,45 @@ def _loop(cfg, run_dir, state, manager, strategy, start, stop, array, progress) 
             if step % cfg.train.log_every == 0 or step == stop:
                 loss, rate, last = float(loss_t), _rate(cfg, last, step), (step, time.perf_counter())
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss} at step {step}; lower --lr (the last good "
-                                             f"checkpoint is kept in {manager.directory})")
+                    raise non_finite(cfg, manager, step, f"the loss is {loss} at step {step}")
                 lr = float(state.optimizer.learning_rate)
                 _log_metrics(metrics_path, writer, step, loss, float(norm_t), lr, rate, time.perf_counter() - t0)
                 bar.update(step, f"loss {loss:.4f}  {rate:.0f} img/s")
             if step % cfg.train.checkpoint_every == 0:
-                manager.save(checkpoint_number=step)
+                save_if_finite(cfg, manager, state, step)
     finally:
         step = int(state.step.numpy())
         if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
-            manager.save(checkpoint_number=step)
+            if checkpoints.all_finite(_state_variables(state)):      # an interruption keeps its step
+                manager.save(checkpoint_number=step)
         bar.close()
         writer.flush()
     if step == cfg.train.steps and len(array.shape) == 4 and cfg.train.sample_grid > 0:
         _log_sample_grid(cfg, state, writer, step)
     return {"step": step, "loss": loss, "run_dir": str(run_dir), "checkpoint": manager.latest_checkpoint,
             "seconds": time.perf_counter() - t0}
+
+
+def _state_variables(state) -> list:
+    return list(state.net.trainable_variables) + list(state.ema.shadow.values()) + list(state.optimizer.variables)
+
+
+def save_if_finite(cfg, manager, state, step: int) -> None:
+    """Write a checkpoint, unless a value is not finite: then nothing is written and the run stops."""
+    if not checkpoints.all_finite(_state_variables(state)):
+        raise non_finite(cfg, manager, step, f"the weights are not finite at step {step}")
+    manager.save(checkpoint_number=step)
+
+
+def non_finite(cfg, manager, step: int, what: str) -> FloatingPointError:
+    """The one-line error after a non-finite loss or weight: which checkpoint is kept, and the
+    command that resumes from it with a lower learning rate."""
+    kept = manager.latest_checkpoint
+    where = (f"the newest checkpoint, {Path(kept).name} (step {kept.rsplit('-', 1)[1]}), is kept" if kept
+             else "no checkpoint was written yet")
+    return FloatingPointError(f"{what}; nothing non-finite was written and {where}; resume with a lower learning "
+                              f"rate: shortdiff train --workdir {Path(manager.directory).parent} "
+                              f"--lr {cfg.train.lr / 10:.3g}")
 
 
 def _log_sample_grid(cfg, state, writer, step):

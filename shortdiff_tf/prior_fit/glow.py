@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from shortdiff_tf import checkpoints, distribute, optim, pipeline
 from shortdiff_tf.config import PriorConfig
-from shortdiff_tf.files import append_jsonl
+from shortdiff_tf.files import append_jsonl, truncate_jsonl
 from shortdiff_tf.prior_fit import store
 from shortdiff_tf.progress import Progress
 
@@ -36,12 +36,14 @@ def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress:
         opt.build(prior.trainable_variables)
     ckpt = tf.train.Checkpoint(prior=prior, optimizer=opt, step=step)
     write = distribute.write_dir(out, strategy)          # RUN/prior, or a non-chief worker's scratch
+    latest = (checkpoints.recover(out / "checkpoints", log) if write == out      # every worker: the chief's
+              else checkpoints.newest_complete(out / "checkpoints"))
     manager = tf.train.CheckpointManager(ckpt, str(write / "checkpoints"), max_to_keep=2)
-    latest = tf.train.latest_checkpoint(str(out / "checkpoints"))                  # every worker: the chief's
     if latest:
         checkpoints.restore(ckpt, latest)
-    elif write == out:
+    if write == out:
         store.save_config(run_dir, pcfg)
+        truncate_jsonl(out / "metrics.jsonl", int(step.numpy()))
     step_fn = _make_step(prior, opt, step, pcfg, strategy)
     try:
         result = _loop(prior, opt, step, manager, step_fn, target, pcfg, write, strategy, progress, log, stop_after)
@@ -115,21 +117,27 @@ def _loop(prior, opt, step, manager, step_fn, target, pcfg, out: Path, strategy,
                                                      "bits_per_dim_at_T": loss / math.log(2.0),
                                                      "wall_time": time.perf_counter() - t0, "restores": restores})
                 bar.update(i + 1, f"nll {loss:.4f} nats/dim")
-            if (i + 1) % pcfg.checkpoint_every == 0:
+            if (i + 1) % pcfg.checkpoint_every == 0 and checkpoints.all_finite(_variables(prior, opt)):
                 manager.save(checkpoint_number=i + 1)
     finally:
         final = int(step.numpy())
         if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{final}"):
-            manager.save(checkpoint_number=final)
+            if checkpoints.all_finite(_variables(prior, opt)):
+                manager.save(checkpoint_number=final)
         bar.close()
+    log(f"fitted to step {final}: {loss:.4f} nats/dim ({loss / math.log(2.0):.4f} bits/dim at T)")
     return {"kind": "glow", "T": pcfg.T, "target": pcfg.target, "step": final, "nll_per_dim": loss,
             "restores": restores, "seconds": time.perf_counter() - t0}
 
 
+def _variables(prior, opt) -> list:
+    return list(prior.trainable_variables) + list(opt.variables)
+
+
 def _snapshot(prior, opt):
-    return [v.numpy() for v in prior.trainable_variables] + [v.numpy() for v in opt.variables]
+    return [v.numpy() for v in _variables(prior, opt)]
 
 
 def _restore(prior, opt, values):
-    for v, val in zip(list(prior.trainable_variables) + list(opt.variables), values):
+    for v, val in zip(_variables(prior, opt), values):
         v.assign(val)

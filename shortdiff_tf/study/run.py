@@ -19,6 +19,7 @@ from typing import Optional
 from shortdiff_tf import networks, toy
 from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.files import atomic_write_text
+from shortdiff_tf.runlock import RunLock
 from shortdiff_tf.study import images, optimal_T, plots, summary, toy_grid
 from shortdiff_tf.study.config import StudyConfig
 
@@ -35,6 +36,11 @@ def run_study(cfg: StudyConfig, study_dir, optimize: Optional[str] = None, optim
         images.check_reusable(cfg.reuse_score, cfg.T_grid)
     if optimize and not is_toy:
         raise ValueError("--optimize-T needs the toy data's exact draws; run it with --dataset gmm1d or gmm2d")
+    with RunLock(study_dir / ".lock", "shortdiff study"):
+        return _run(cfg, study_dir, is_toy, optimize, optimize_steps, log)
+
+
+def _run(cfg: StudyConfig, study_dir: Path, is_toy: bool, optimize, optimize_steps: int, log) -> dict:
     cfg.save(study_dir)
     start = time.perf_counter()
     points = _toy_points(cfg, study_dir, log) if is_toy else _image_points(cfg, study_dir, log)
