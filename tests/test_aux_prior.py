@@ -146,15 +146,6 @@ def test_fit_prior_glow_then_sample_with_both_priors(runs, glow_run):
     # evaluate with both priors: tests/test_cli.py::test_evaluate_reports_bits_per_dim_and_elbo_terms_with_both_priors
 
 
-def test_fit_prior_toy_dpgmm_reports_effective_components(runs):
-    r = invoke("fit-prior", "--workdir", runs / "toy", "--fit-samples", "2000", "--json")
-    assert r.exit_code == 0, r.output
-    rep = json.loads(r.output.strip().splitlines()[-1])
-    assert rep["kind"] == "dpgmm" and rep["effective_components"] >= 1
-    r = invoke("sample", "--workdir", runs / "toy", "--sampler", "ode", "--num-samples", "8", "--json")
-    assert json.loads(r.output.strip().splitlines()[-1])["prior"] == "aux:dpgmm"
-
-
 def test_fit_prior_on_the_ode_target_at_a_shorter_T(runs, tmp_path):
     """--target ode fits on Phi_theta(x0) at T2 = 0.3 < 0.4 (the (S) variant, and "varying T");
     sampling then starts from the prior at T2."""
@@ -195,7 +186,7 @@ def test_fit_prior_bad_input(runs, tmp_path):
     r = invoke("fit-prior", "--workdir", tmp_path / "untrained")
     assert r.exit_code == 1 and "no checkpoint" in r.output
     assert not (tmp_path / "untrained" / "prior").exists()
-    r = invoke("sample", "--workdir", runs / "toy", "--prior", "aux", "--T", "0.3", "--num-samples", "2")
+    r = invoke("sample", "--workdir", runs / "digits", "--prior", "aux", "--T", "0.3", "--num-samples", "2")
     assert r.exit_code == 1 and "fitted at T=0.4" in r.output
 
 

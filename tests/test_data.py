@@ -73,3 +73,8 @@ def test_tfds_not_prepared_fails_fast_with_how_to(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown data set 'no_such_set'"):
         data.load("no_such_set")
+
+
+def test_the_toy_names_data_knows_are_the_toy_registry():
+    from shortdiff_tf import toy
+    assert sorted(data.TOY_NAMES) == toy.TOY.names()

@@ -180,6 +180,29 @@ def test_wrong_inputs_to_a_signature_raise_clear_errors(exported):
         m.signatures["score"](x=tf.zeros([2, 8, 8, 1]), t=tf.zeros([3]))
 
 
+def test_signatures_refuse_non_finite_and_out_of_range_inputs_at_once(exported):
+    """NaN reaches no solver (it used to run for ever); t outside [eps, T], too many samples or steps
+    fail before any sampling op."""
+    import time
+    m = tf.saved_model.load(str(exported[1]))
+    x = np.zeros([2, 8, 8, 1], np.float32)
+    x[0, 0, 0, 0] = np.nan
+    start = time.perf_counter()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x holds NaN or infinite values"):
+        m.signatures["log_prob"](x=tf.constant(x), seed=tf.constant([0, 0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x holds NaN or infinite values"):
+        m.signatures["score"](x=tf.constant(x), t=tf.constant([0.1, 0.1]))
+    assert time.perf_counter() - start < 60
+    for t in (0.0, 0.5):                                   # the run's interval is [1e-5, 0.4]
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"t must be in \[eps, T\] = \[1e-05, 0.4\]"):
+            m.signatures["score"](x=tf.zeros([1, 8, 8, 1]), t=tf.constant([t]))
+    sample = m.signatures["sample"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must be <= 4096"):
+        sample(num_samples=tf.constant(5000), seed=tf.constant([0, 0]), steps=tf.constant(2), sampler=tf.constant("em"))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="steps must be <= 100000"):
+        sample(num_samples=tf.constant(1), seed=tf.constant([0, 0]), steps=tf.constant(10**6), sampler=tf.constant("em"))
+
+
 def test_export_without_the_aux_prior_starts_from_p_noise(exported, tmp_path):
     run, _ = exported
     out = tmp_path / "noise" / "1"

@@ -41,30 +41,38 @@ def copy(run, tmp_path, name="copy"):
     return dst
 
 
-@pytest.mark.parametrize("damage", ["garbled", "missing", "dangling"])
-def test_a_damaged_index_is_recovered_from_the_checkpoint_files(run6, tmp_path, damage):
-    run = copy(run6, tmp_path)
-    index = run / "checkpoints" / "checkpoint"
+@pytest.mark.parametrize("damage", ["garbled", "missing", "dangling", "behind"])
+def test_a_damaged_index_is_rebuilt_from_the_checkpoint_files(run6, tmp_path, damage):
+    """garbled, missing, or naming a checkpoint that is not there; "behind": a kill between writing
+    ckpt-6 and its index entry leaves the index at ckpt-4.  Either way the newest complete
+    checkpoint is found, the index rewritten for the manager, and _temp leftovers removed."""
+    ckpts = copy(run6, tmp_path) / "checkpoints"
+    index = ckpts / "checkpoint"
     if damage == "garbled":
         index.write_text("junk")
     elif damage == "missing":
         index.unlink()
-    else:
+    elif damage == "dangling":
         index.write_text('model_checkpoint_path: "ckpt-99"\n')
-    (run / "checkpoints" / "ckpt-8_temp").mkdir()                      # a write killed half-way
+    else:
+        checkpoints.write_index(ckpts, [str(ckpts / "ckpt-4")])
+    (ckpts / "ckpt-8_temp").mkdir()                                  # a write killed half-way
+    said = []
+    assert checkpoints.recover(ckpts, said.append) == str(ckpts / "ckpt-6")
+    assert "recovered checkpoint ckpt-6" in said[0] and not list(ckpts.glob("*_temp*"))
+    import tensorflow as tf
+    state = tf.train.get_checkpoint_state(str(ckpts))
+    assert state.model_checkpoint_path.endswith("ckpt-6")
+    assert [p.rsplit("/", 1)[-1] for p in state.all_model_checkpoint_paths] == ["ckpt-4", "ckpt-6"]
+
+
+def test_train_resumes_through_a_garbled_index(run6, tmp_path):
+    run = copy(run6, tmp_path)
+    (run / "checkpoints" / "checkpoint").write_text("junk")
     r = invoke("train", "--workdir", run, "--steps", "8", "--no-progress")
     assert r.exit_code == 0, r.output
     assert "recovered checkpoint ckpt-6" in r.output and "from step 6 to 8" in r.output
-    assert not list((run / "checkpoints").glob("*_temp*"))
     assert steps_logged(run) == [2, 4, 6, 8]
-
-
-def test_a_checkpoint_written_after_its_index_entry_is_not_thrown_away(run6, tmp_path):
-    """A kill between writing ckpt-6 and updating the index leaves the index at ckpt-4."""
-    run = copy(run6, tmp_path)
-    checkpoints.write_index(run / "checkpoints", [str(run / "checkpoints" / "ckpt-4")])
-    r = invoke("train", "--workdir", run, "--steps", "8", "--no-progress")
-    assert r.exit_code == 0 and "from step 6 to 8" in r.output, r.output
 
 
 def test_incomplete_checkpoints_are_refused_not_restarted_from_step_0(run6, tmp_path):

@@ -1,0 +1,179 @@
+"""Every documented value of every option of train, fit-prior, sample, evaluate and export, run at
+least once on tiny runs.  The list of runs is checked against the Click commands' own parameter
+lists, so a new option (or a new choice of one) cannot go untested."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from cli.resolve import FIELDS
+
+TINY = ["--steps", "2", "--batch-size", "8", "--ch", "8", "--no-progress", "--sample-grid", "0"]
+TINY_GLOW = ["--steps", "2", "--glow-steps", "1", "--glow-hidden", "8", "--batch-size", "8", "--no-progress"]
+# {img}: a digits run at T = 0.4 with a Glow prior; {toy}: a gmm1d run at T = 0.6 with a DP-GMM prior;
+# {img_copy}/{toy_copy}: fresh copies without a prior; {new}: a new directory; {tmp}: a scratch folder.
+RUNS = [
+    ("train", ["--sde", "vp", "--T", "0.4", "--eps", "1e-5", "--dataset", "digits", "--download", "--workdir", "{new}",
+               "--lr", "1e-3", "--warmup", "1", "--ema-decay", "0.99", "--grad-clip", "1", "--weighting", "likelihood",
+               "--importance", "--seed", "1", "--beta-0", "0.1", "--beta-1", "20", "--num-res-blocks", "1",
+               "--dropout", "0.1", "--checkpoint-every", "1", "--log-every", "1", "--grad-accum", "2",
+               "--strategy", "default", "--json", *TINY[:6], "--no-progress", "--sample-grid", "4"]),
+    ("train", ["--sde", "ve", "--T", "0.6", "--sigma-min", "0.01", "--sigma-max", "4", "--dataset", "gmm1d",
+               "--width", "8", "--weighting", "variance", "--no-importance", "--strategy", "auto",
+               "--data-dir", "{tmp}", "--workdir", "{new}", *TINY]),
+    ("train", ["--sde", "subvp", "--T", "0.5", "--dry-run", "--workdir", "{new}"]),
+    ("fit-prior", ["--workdir", "{img_copy}", "--prior", "glow", "--T", "0.3", "--target", "sde", "--lr", "1e-3",
+                   "--seed", "1", "--glow-levels", "1", "--checkpoint-every", "1", "--strategy", "default", "--json",
+                   *TINY_GLOW]),
+    ("fit-prior", ["--workdir", "{img_copy}", "--prior", "gaussian", "--fit-samples", "100", "--strategy", "auto"]),
+    ("fit-prior", ["--workdir", "{toy_copy}", "--prior", "gmm", "--target", "ode", "--components", "2"]),
+    ("fit-prior", ["--workdir", "{toy_copy}", "--prior", "dpgmm", "--components", "3", "--fit-samples", "500",
+                   "--json"]),
+    ("sample", ["--workdir", "{img}", "--sampler", "em", "--steps", "3", "--num-samples", "3", "--seed", "1",
+                "--prior", "aux", "--temperature", "0.9", "--out", "{tmp}/s", "--json"]),
+    ("sample", ["--workdir", "{img}", "--sampler", "pc", "--steps", "2", "--num", "2", "--snr", "0.2",
+                "--prior", "noise", "--T", "0.3", "--json"]),
+    ("sample", ["--workdir", "{toy}", "--sampler", "ode", "--num-samples", "16", "--prior", "auto", "--json"]),
+    ("evaluate", ["--workdir", "{toy}", "--dataset", "gmm1d", "--data-dir", "{tmp}", "--split", "test",
+                  "--num-examples", "4", "--batch-size", "2", "--rtol", "1e-3", "--atol", "1e-3",
+                  "--divergence", "hutchinson", "--seed", "1", "--prior", "aux", "--json"]),
+    ("evaluate", ["--workdir", "{toy}", "--divergence", "exact", "--num-examples", "4", "--prior", "noise",
+                  "--T", "0.5", "--json"]),
+    ("evaluate", ["--workdir", "{toy}", "--prior", "auto", "--num-examples", "2", "--json"]),
+    ("export", ["--workdir", "{toy}", "--out", "{tmp}/x1", "--prior", "auto", "--rtol", "1e-3", "--atol", "1e-3",
+                "--json"]),
+    ("export", ["--workdir", "{toy}", "--out", "{tmp}/x2", "--prior", "noise", "--T", "0.5"]),
+    ("export", ["--workdir", "{toy}", "--out", "{tmp}/x3", "--prior", "aux"]),
+]
+# several strategies in one process need a fresh process (MultiWorkerMirroredStrategy comes first)
+STRATEGY_RUNS = [
+    ("train", ["--strategy", "multiworker", "--workdir", "{new}", *TINY]),
+    ("fit-prior", ["--strategy", "multiworker", *TINY_GLOW]),
+    ("train", ["--strategy", "mirrored", "--workdir", "{new}", *TINY]),
+    ("fit-prior", ["--strategy", "mirrored", *TINY_GLOW]),
+]
+COMMANDS = ("train", "fit-prior", "sample", "evaluate", "export")
+
+
+def documented(command: click.Command):
+    """(option spelling, value or None) for every option spelling, flag and choice of a command."""
+    for p in command.params:
+        if not isinstance(p, click.Option) or p.name == "help":
+            continue
+        for opt in p.opts + p.secondary_opts:
+            if isinstance(p.type, click.Choice):
+                yield from ((opt, c) for c in p.type.choices)
+            else:
+                yield opt, None
+
+
+def exercised(command: str):
+    for name, args in RUNS + STRATEGY_RUNS:
+        if name == command:
+            for i, a in enumerate(args):
+                yield a, args[i + 1] if i + 1 < len(args) else None
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_documented_option_value_is_run(command):
+    done = set(exercised(command))
+    missing = [(opt, value) for opt, value in documented(cli.commands[command])
+               if ((opt, value) not in done if value is not None else opt not in {a for a, _ in done})]
+    assert not missing, f"add runs of `shortdiff {command}` with {missing} to RUNS"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("options")
+    img, toy = base / "img", base / "toy"
+    for args in (["train", "--T", "0.4", "--workdir", img, *TINY],
+                 ["fit-prior", "--workdir", img, *TINY_GLOW],
+                 ["train", "--dataset", "gmm1d", "--T", "0.6", "--width", "8", "--workdir", toy, *TINY],
+                 ["fit-prior", "--workdir", toy, "--fit-samples", "500"]):
+        r = CliRunner().invoke(cli, [str(a) for a in args])
+        assert r.exit_code == 0, r.output
+    return base
+
+
+def fill(args, runs, tmp):
+    def copy(name):
+        dst = tmp / f"{name}_copy"
+        if not dst.exists():
+            shutil.copytree(runs / name, dst, ignore=shutil.ignore_patterns("prior"))
+        return str(dst)
+    names = {"img": str(runs / "img"), "toy": str(runs / "toy"), "new": str(tmp / "new"), "tmp": str(tmp)}
+    return [copy(a[1:-6]) if a in ("{img_copy}", "{toy_copy}") else a.format(**names) for a in args]
+
+
+def check(command: str, args: list, output: str, tmp):
+    """What each run must have produced, beyond a zero exit."""
+    report = json.loads(output.strip().splitlines()[-1]) if "--json" in args else None
+    opts = dict(zip(args, args[1:] + [None]))
+    if command == "train":
+        cfg = json.loads(output) if "--dry-run" in args else json.loads((tmp / "new" / "config.json").read_text())
+        for opt, value in opts.items():
+            name = opt.lstrip("-").replace("-", "_") if opt.startswith("--") else None
+            if name in FIELDS and value is not None and not value.startswith("--"):
+                section, field = FIELDS[{"sde": "sde", "T": "T"}.get(name, name)]
+                want = cfg[section][field]
+                assert str(want) == value or float(want) == float(value), (opt, value, want)
+        assert cfg["train"]["importance"] == ("--importance" in args)
+    if command == "sample":
+        n = int(opts.get("--num-samples") or opts.get("--num"))
+        with np.load(report["npz"]) as f:
+            assert f["x"].shape[0] == n and np.isfinite(f["x"]).all()
+            assert "images" not in f or (f["images"].dtype == np.uint8 and f["images"].shape == (n, 8, 8, 1))
+        assert os.path.getsize(report["png"]) > 0 and report["nfe"] > 0
+        assert report["prior"].startswith({"aux": "aux", "noise": "noise", "auto": "aux"}[opts["--prior"]])
+    if command == "evaluate":
+        assert np.isfinite(report["likelihood"]["log_prob"]) and report["divergence"] == opts.get("--divergence",
+                                                                                                   "hutchinson")
+    if command == "fit-prior" and report:
+        assert report["kind"] == opts["--prior"] and ("effective_components" in report) == (opts["--prior"] == "dpgmm")
+    if command == "export":
+        assert (tmp / opts["--out"].rsplit("/", 1)[1] / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize("command, args", RUNS, ids=[f"{c}-{i}" for i, (c, _) in enumerate(RUNS)])
+def test_option_run(runs, tmp_path, command, args):
+    args = fill(args, runs, tmp_path)
+    r = CliRunner().invoke(cli, [command, *args])
+    assert r.exit_code == 0, r.output
+    check(command, args, r.output, tmp_path)
+
+
+STRATEGIES = """
+import json, os, socket, sys
+from click.testing import CliRunner
+from cli.main import cli
+s = socket.socket(); s.bind(("localhost", 0)); port = s.getsockname()[1]; s.close()
+os.environ["TF_CONFIG"] = json.dumps({{"cluster": {{"worker": [f"localhost:{{port}}"]}},
+                                      "task": {{"type": "worker", "index": 0}}}})
+for args in {runs!r}:
+    r = CliRunner().invoke(cli, args)
+    print("EXIT", r.exit_code, r.output.strip().splitlines()[-1] if r.output.strip() else "")
+"""
+
+
+def test_strategy_runs_in_a_fresh_process(tmp_path):
+    """multiworker (a one-worker cluster on localhost) and mirrored, for train and then fit-prior."""
+    runs = []
+    for i, (command, args) in enumerate(STRATEGY_RUNS):
+        workdir = str(tmp_path / f"run{i // 2}")
+        runs.append([command, *[workdir if a == "{new}" else a for a in args]]
+                    + ([] if "--workdir" in args else ["--workdir", workdir]))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(STRATEGIES.format(runs=runs))], capture_output=True,
+                         text=True, timeout=300, env=env)
+    exits = [line for line in out.stdout.splitlines() if line.startswith("EXIT")]
+    assert len(exits) == 4 and all(line.startswith("EXIT 0") for line in exits), out.stdout + out.stderr[-2000:]
+    assert "trained to step 2" in exits[0] and "fitted a glow prior" in exits[1]
