@@ -62,7 +62,7 @@ def _T_grid(ctx, param, value):
 @click.option("--num-examples", type=click.IntRange(1), default=64, help="Images: test images for bits/dim.")
 @click.option("--rtol", type=POSITIVE, default=1e-5, help="PF-ODE relative tolerance.")
 @click.option("--atol", type=POSITIVE, default=1e-5, help="PF-ODE absolute tolerance.")
-@click.option("--samplers", default="em,ode", help="Samplers to measure (comma-separated: em, pc, ode).")
+@click.option("--samplers", default="em,ode", help="Samplers to measure (comma-separated: em, pc, ode, heun, dpm2m).")
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Images: Glow coupling width.")
 @click.option("--glow-steps", type=click.IntRange(1), default=4, help="Images: Glow steps per level.")
 @click.option("--reuse-score", type=click.Path(), default=None,

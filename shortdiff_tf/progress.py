@@ -1,25 +1,41 @@
-"""A dependency-free progress line: redrawn in place on a terminal, a line per update otherwise."""
+"""A dependency-free progress line: redrawn in place on a terminal, a line per update otherwise.
+
+The ETA is the median time per step over the recent updates times the steps left.  The first
+interval is left out: it holds the tracing and graph optimisation of the compiled step, which
+would make the first estimates far too long.
+"""
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 
 
 class Progress:
-    def __init__(self, total: int, start: int = 0, enabled: bool = True, stream=None):
-        self.total, self.start, self.enabled = total, start, enabled
+    RECENT = 10
+
+    def __init__(self, total: int, start: int = 0, enabled: bool = True, stream=None, unit: str = ""):
+        self.total, self.start, self.enabled, self.unit = total, start, enabled, unit
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.perf_counter()
+        self.marks = [(start, time.perf_counter())]
+
+    def eta(self, step: int) -> float:
+        """Seconds left, or NaN until a step after the first (traced) interval has been timed."""
+        per_step = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(self.marks[1:], self.marks[2:]) if s1 > s0]
+        if not per_step:
+            return float("nan")
+        return statistics.median(per_step[-self.RECENT:]) * (self.total - step)
 
     def update(self, step: int, text: str = ""):
+        self.marks.append((step, time.perf_counter()))
         if not self.enabled:
             return
         frac = (step - self.start) / max(self.total - self.start, 1)
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
+        eta = self.eta(step)
         bar = "#" * int(24 * frac)
-        line = f"[{bar:<24}] {step}/{self.total}  {text}  eta {eta:.0f}s"
+        left = "eta ?" if eta != eta else f"eta {eta:.0f}s"
+        line = f"[{bar:<24}] {step}/{self.total}{self.unit}  {text}  {left}"
         self.stream.write(("\r" + line) if self.tty else (line + "\n"))
         self.stream.flush()
 

@@ -1,4 +1,10 @@
-"""Samplers from T down to eps: predictor-corrector (SDE) and probability-flow ODE.
+"""Samplers from T down to the sampling eps: predictor-corrector (SDE), the adaptive
+probability-flow ODE, and the few-step PF-ODE solvers of ``few_step`` (heun, dpm2m).
+
+The sampling eps defaults per SDE as in ScoreSDE (``SDE.sampling_eps``: VP and sub-VP 1e-3,
+VE 1e-5), below which the score is least accurate and the ODE stiffest; the SDE samplers return
+the mean of their last step (noise removal) and the few-step solvers end with Tweedie's
+denoiser D(x; sigma(eps)).
 
 Predictors and correctors are small registered step functions; one ``tf.function`` per
 sampler runs the whole loop in the graph over ``tf.range(steps)``, seeding step i with
@@ -14,13 +20,13 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import flow, ode, registry
+from shortdiff_tf import few_step, flow, ode, registry
 from shortdiff_tf.sde import SDE, bcast, reverse_drift
 from shortdiff_tf.seeds import as_seed, split
 
 PREDICTORS = registry.Registry("predictor")
 CORRECTORS = registry.Registry("corrector")
-METHODS = ("pc", "ode")
+METHODS = ("pc", "ode", *few_step.SOLVERS)
 
 
 def _per_example_norm(v):
@@ -94,6 +100,7 @@ class SamplerConfig:
     rtol: float = 1e-5
     atol: float = 1e-5
     temperature: float = 1.0
+    eps: Optional[float] = None          # where sampling stops  [default: the SDE's sampling_eps]
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -103,8 +110,11 @@ class SamplerConfig:
             raise ValueError(f"steps must be >= 1; got {self.steps}")
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError("rtol and atol must be > 0")
+        if self.eps is not None and not 0 < self.eps < 1:
+            raise ValueError(f"the sampling eps must be in (0, 1); got {self.eps}")
 
     def nfe_per_step(self) -> int:
+        """Score evaluations per step of the PC loop."""
         predictor = 0 if self.predictor == "none" else 1
         return predictor + (0 if self.corrector == "none" else self.corrector_steps)
 
@@ -113,15 +123,16 @@ PRESETS = {
     "em": SamplerConfig(method="pc", predictor="euler_maruyama", corrector="none"),
     "pc": SamplerConfig(method="pc", predictor="reverse_diffusion", corrector="langevin"),
     "ode": SamplerConfig(method="ode"),
+    **{name: SamplerConfig(method=name, steps=n) for name, n in few_step.DEFAULT_STEPS.items()},
 }
 
 
 def preset(name: str, steps: Optional[int] = None, snr: Optional[float] = None,
-           temperature: float = 1.0) -> SamplerConfig:
-    """A named preset (em, pc, ode) with overrides."""
+           temperature: float = 1.0, eps: Optional[float] = None) -> SamplerConfig:
+    """A named preset (em, pc, ode, heun, dpm2m) with overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(PRESETS)}")
-    cfg = dataclasses.replace(PRESETS[name], steps=steps, temperature=temperature)
+    cfg = dataclasses.replace(PRESETS[name], steps=steps or PRESETS[name].steps, temperature=temperature, eps=eps)
     return dataclasses.replace(cfg, snr=snr) if snr is not None else cfg
 
 
@@ -136,11 +147,17 @@ class Sampler:
     """Draws x_T from a prior and runs the reverse process from T to eps in one tf.function."""
 
     def __init__(self, sde: SDE, score_fn, prior, config: SamplerConfig = SamplerConfig()):
-        self.sde, self.score_fn, self.prior, self.config = sde, score_fn, prior, config
+        eps = config.eps if config.eps is not None else sde.sampling_eps
+        if not eps < sde.T:
+            raise ValueError(f"the sampling eps {eps:g} must be below T={sde.T:g}")
+        self.sde = sde.with_interval(eps=eps)
+        self.score_fn, self.prior, self.config = score_fn, prior, config
         self._predictor = PREDICTORS.get(config.predictor)
         self._corrector = CORRECTORS.get(config.corrector)
         self._pc = tf.function(self._pc_loop)
         self._ode = tf.function(self._ode_solve)
+        self._few = tf.function(lambda x, steps: few_step.SOLVERS[config.method](
+            self.sde, self.score_fn, x, steps, config.denoise))
 
     def default_steps(self) -> int:
         return self.config.steps or self.sde.default_steps(self.config.step_size)
@@ -169,6 +186,8 @@ class Sampler:
         if self.config.method == "ode":
             x, nfe = self._ode(x_T)
             return x, tf.cast(nfe, tf.int32)
+        if self.config.method in few_step.SOLVERS:
+            return self._few(x_T, steps)
         return self._pc(x_T, split(seed, 1), steps), steps * self.config.nfe_per_step()
 
     def _pc_loop(self, x, seed, steps):

@@ -51,6 +51,7 @@ class SDE(abc.ABC):
     """
 
     name = "sde"
+    sampling_eps = 1e-3         # where samplers stop by default (ScoreSDE: 1e-3 for VP and sub-VP)
 
     def __init__(self, T: float = 1.0, eps: float = 1e-5):
         check_time_interval(T, eps)
@@ -139,8 +140,9 @@ class SDE(abc.ABC):
         return tf.linspace(tf.constant(self.T, dtype), tf.constant(self.eps, dtype), n + 1)
 
     def default_steps(self, step_size: float = 1e-3) -> int:
-        """Number of sampler steps at a fixed step size: 1000 T at 1e-3 (docs/METHOD.md section 2)."""
-        return max(1, math.ceil((self.T - self.eps) / step_size - 1e-9))
+        """Number of SDE sampler steps: T / step size, i.e. 1000 T at 1e-3, as the paper counts
+        them (docs/METHOD.md section 2); the grid spans [eps, T]."""
+        return max(1, round(self.T / step_size))
 
     def R(self, dim: int) -> float:
         """R(T) = (D/2) log(s_T / s_eps): the theta-free ELBO term (docs/METHOD.md section 3)."""
@@ -234,6 +236,7 @@ class VESDE(SDE):
     """
 
     name = "ve"
+    sampling_eps = 1e-5         # ScoreSDE samples VE down to 1e-5
 
     def __init__(self, T=1.0, eps=1e-5, sigma_min: float = 0.01, sigma_max: float = 50.0):
         super().__init__(T, eps)

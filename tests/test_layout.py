@@ -14,7 +14,7 @@ LAYERS = [                                  # lowest first; the first part of th
     ("score network", {"networks"}),
     ("training infrastructure", {"config", "checkpoints", "distribute", "optim", "ode", "flow"}),
     ("losses and prior fitting", {"losses", "training", "prior_fit"}),
-    ("samplers", {"samplers"}),
+    ("samplers", {"samplers", "few_step"}),
     ("likelihood and ELBO", {"likelihood", "elbo", "quality"}),
     ("run-level application", {"app"}),
     ("study", {"study"}),

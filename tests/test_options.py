@@ -43,12 +43,16 @@ RUNS = [
     ("sample", ["--workdir", "{img}", "--sampler", "pc", "--steps", "2", "--num", "2", "--snr", "0.2",
                 "--prior", "noise", "--T", "0.3", "--json"]),
     ("sample", ["--workdir", "{toy}", "--sampler", "ode", "--num-samples", "16", "--prior", "auto", "--json"]),
+    ("sample", ["--workdir", "{toy}", "--sampler", "heun", "--steps", "4", "--sample-eps", "1e-4", "--num-samples", "8",
+                "--prior", "noise", "--json"]),
+    ("sample", ["--workdir", "{img}", "--sampler", "dpm2m", "--steps", "3", "--num-samples", "2", "--prior", "aux",
+                "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--dataset", "gmm1d", "--data-dir", "{tmp}", "--split", "test",
                   "--num-examples", "4", "--batch-size", "2", "--rtol", "1e-3", "--atol", "1e-3",
                   "--divergence", "hutchinson", "--seed", "1", "--prior", "aux", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--divergence", "exact", "--num-examples", "4", "--prior", "noise",
                   "--T", "0.5", "--json"]),
-    ("evaluate", ["--workdir", "{toy}", "--prior", "auto", "--num-examples", "2", "--json"]),
+    ("evaluate", ["--workdir", "{toy}", "--prior", "auto", "--num-examples", "2", "--no-progress", "--json"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x1", "--prior", "auto", "--rtol", "1e-3", "--atol", "1e-3",
                 "--json"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x2", "--prior", "noise", "--T", "0.5"]),
@@ -81,6 +85,12 @@ def exercised(command: str):
         if name == command:
             for i, a in enumerate(args):
                 yield a, args[i + 1] if i + 1 < len(args) else None
+
+
+def test_the_cli_offers_every_sampler_of_the_library():
+    from cli.commands import SAMPLER_CHOICES
+    from shortdiff_tf import samplers
+    assert sorted(SAMPLER_CHOICES) == sorted(samplers.PRESETS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -133,6 +143,11 @@ def check(command: str, args: list, output: str, tmp):
             assert f["x"].shape[0] == n and np.isfinite(f["x"]).all()
             assert "images" not in f or (f["images"].dtype == np.uint8 and f["images"].shape == (n, 8, 8, 1))
         assert os.path.getsize(report["png"]) > 0 and report["nfe"] > 0
+        if "--sample-eps" in opts:
+            assert report["eps"] == float(opts["--sample-eps"])
+        if opts.get("--sampler") in ("heun", "dpm2m"):
+            steps = int(opts["--steps"])
+            assert report["nfe"] == {"heun": 2 * steps + 1, "dpm2m": steps + 1}[opts["--sampler"]]
         assert report["prior"].startswith({"aux": "aux", "noise": "noise", "auto": "aux"}[opts["--prior"]])
     if command == "evaluate":
         assert np.isfinite(report["likelihood"]["log_prob"]) and report["divergence"] == opts.get("--divergence",

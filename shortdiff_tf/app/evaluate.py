@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from shortdiff_tf import data as data_lib, elbo as elbo_lib, likelihood
 from shortdiff_tf.app.runs import load_run, resolve_prior
+from shortdiff_tf.progress import Progress
 from shortdiff_tf.seeds import split
 from shortdiff_tf.stats import standard_error
 
@@ -30,7 +31,7 @@ def load_eval_data(run, dataset: Optional[str], split_name: str, num_examples: i
 def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test", num_examples: int = 64,
                  batch_size: int = 32, rtol: float = 1e-5, atol: float = 1e-5, divergence: str = "hutchinson",
                  seed: int = 0, T: Optional[float] = None, data_dir: Optional[str] = None,
-                 prior: str = "auto") -> dict:
+                 prior: str = "auto", progress: bool = False) -> dict:
     """PF-ODE log-likelihood per example (one dequantisation and one Hutchinson probe each) with the
     chosen prior at T as the prior term, and the ELBO on the same examples with p_noise (L) and,
     when the run has one, the auxiliary prior (L_phi) from the same (t, e) draws.  With the
@@ -43,7 +44,12 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     x_all = data_lib.to_model_space(arr, split(seed, 0))
     start = time.perf_counter()
     est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence)
-    parts = [est(x_all[i: i + batch_size], seed=split(seed, 1 + i)) for i in range(0, len(arr), batch_size)]
+    bar, parts = Progress(len(arr), enabled=progress, unit=" examples"), []
+    for i in range(0, len(arr), batch_size):
+        parts.append(padded_call(est, x_all[i: i + batch_size], min(batch_size, len(arr)), split(seed, 1 + i)))
+        bar.update(min(i + batch_size, len(arr)), f"PF-ODE likelihood, NFE {parts[-1].nfe}, "
+                                                 f"{time.perf_counter() - start:.0f}s")
+    bar.close()
     report = {"dataset": dataset or run.cfg.data.dataset, "split": split_name, "num_examples": len(arr),
               "T": sde.T, "eps": sde.eps, "rtol": rtol, "atol": atol, "divergence": divergence,
               "nfe_mean": float(np.mean([p.nfe for p in parts])), "seconds": time.perf_counter() - start,
@@ -59,6 +65,17 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
         report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(data_lib.RANGE)} if is_image else {})}
     report["elbo"] = report["elbo_aux" if prior_name != "noise" else "elbo_noise"]
     return report
+
+
+def padded_call(est, x, size: int, seed) -> likelihood.LogLikelihood:
+    """The likelihood of a batch padded to ``size`` rows (copies of its last example) and cut back:
+    every batch of an evaluation has one shape, so the solver is traced once."""
+    n = int(x.shape[0])
+    if n < size:
+        x = tf.concat([x, tf.repeat(x[-1:], size - n, axis=0)], 0)
+    ll = est(x, seed=seed)
+    return dataclasses.replace(ll, log_prob=ll.log_prob[:n], prior_logp=ll.prior_logp[:n],
+                               delta_logp=ll.delta_logp[:n], x_T=ll.x_T[:n])
 
 
 def batched_elbos(sde, score, priors: dict, x_all, batch_size: int, seed) -> dict:

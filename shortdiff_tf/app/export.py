@@ -5,7 +5,7 @@ Signatures (N = batch, [S] = the run's data shape, e.g. [8, 8, 1]):
   serving_default = sample(num_samples int32 [], seed int32 [2], steps int32 [], sampler string [])
       -> x float32 [N, S] (model space), nfe int32 []; image runs also
          images uint8 [N, S] and images_float float32 [N, S] in [0, 1].
-      sampler: "em" | "pc" | "ode" (the ODE ignores steps).  The whole reverse process from T
+      sampler: "em" | "pc" | "ode" | "heun" | "dpm2m" (the adaptive ODE ignores steps).  The whole reverse process from T
       runs in the graph, starting from the auxiliary prior when one is exported, else p_noise.
   log_prob(x float32 [N, S], seed int32 [2]) -> log_prob, prior_logp, delta_logp [N], nfe int32 []
       PF-ODE log-likelihood in model space, one seeded Hutchinson probe.
@@ -39,7 +39,7 @@ from shortdiff_tf.app.runs import Run, load_run, resolve_prior
 from shortdiff_tf.prior_fit import store
 from shortdiff_tf.seeds import split
 
-SAMPLERS = ("em", "pc", "ode")
+SAMPLERS = ("em", "pc", "ode", "heun", "dpm2m")
 MAX_SAMPLES = 4096          # per call of the sample signature
 MAX_STEPS = 100_000         # SDE steps per call
 EXPORT_ROOT = Path("saved_models")

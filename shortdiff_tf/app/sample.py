@@ -22,13 +22,13 @@ class Samples:
 
 def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples: int = 64, seed: int = 0,
          T: Optional[float] = None, snr: Optional[float] = None, prior: str = "auto",
-         temperature: float = 1.0) -> Samples:
+         temperature: float = 1.0, eps: Optional[float] = None) -> Samples:
     """``num_samples`` samples, starting at T from the auxiliary prior (``aux``) or p_noise (``noise``)."""
     if num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1; got {num_samples}")
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde = run.sde(T)
-    cfg = samplers.preset(sampler, steps, snr, temperature)
+    cfg = samplers.preset(sampler, steps, snr, temperature, eps)
     smp = samplers.Sampler(sde, run.score_fn(T), prior_obj, cfg)
     start = time.perf_counter()
     res = smp(num_samples, seed)
@@ -37,17 +37,17 @@ def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples
     if not np.all(np.isfinite(x)):
         raise FloatingPointError("the sampler produced non-finite values; try more --steps or the ode sampler")
     report = {"num_samples": num_samples, "sampler": sampler, "nfe": res.nfe, "seconds": seconds,
-              "steps": None if cfg.method == "ode" else (steps or smp.default_steps()), "T": sde.T, "eps": sde.eps,
+              "steps": None if cfg.method == "ode" else smp.default_steps(), "T": sde.T, "eps": smp.sde.eps,
               "seed": seed, "prior": prior_name, "temperature": temperature, "checkpoint_step": run.step}
     return Samples(x, report)
 
 
 def sample_run(run_dir, sampler: str = "em", steps: Optional[int] = None, num_samples: int = 64, seed: int = 0,
                T: Optional[float] = None, out: Optional[str] = None, snr: Optional[float] = None,
-               prior: str = "auto", temperature: float = 1.0) -> dict:
+               prior: str = "auto", temperature: float = 1.0, eps: Optional[float] = None) -> dict:
     """Draw samples of a run and write ``out``.png and ``out``.npz (default: RUN/samples/...)."""
     run = load_run(run_dir)
-    s = draw(run, sampler, steps, num_samples, seed, T, snr, prior, temperature)
+    s = draw(run, sampler, steps, num_samples, seed, T, snr, prior, temperature, eps)
     r = s.report
     stem = Path(out) if out else (run.run_dir / "samples" /
                                   f"{sampler}-T{r['T']:g}-{r['prior'].replace(':', '-')}-seed{seed}")

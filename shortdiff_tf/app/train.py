@@ -147,6 +147,8 @@ def _loop(cfg, run_dir, state, manager, strategy, start, stop, array, progress) 
         bar.close()
         writer.flush()
     if step == cfg.train.steps and len(array.shape) == 4 and cfg.train.sample_grid > 0:
+        if progress:
+            bar.stream.write(f"sampling {cfg.train.sample_grid} EMA images for TensorBoard (--sample-grid 0 skips it)\n")
         _log_sample_grid(cfg, state, writer, step)
     return {"step": step, "loss": loss, "run_dir": str(run_dir), "checkpoint": manager.latest_checkpoint,
             "seconds": time.perf_counter() - t0}
