@@ -52,8 +52,10 @@ def write(name: str, payload: dict, out: str | None = None) -> Path:
 def untrained_score(preset: str, shape):
     """(sde, score_fn, net) of a preset's U-Net with random weights everywhere (the zero-initialised
     output layer too, so the ODE sees a non-trivial field); costs do not depend on training."""
+    import keras
     import tensorflow as tf
     from shortdiff_tf import config, networks
+    keras.utils.set_random_seed(0)                   # the same network in every process
     net = networks.build_score_net(config.model_preset(shape), shape)
     for v in net.trainable_variables:
         if "conv_out" in v.path and "kernel" in v.path:

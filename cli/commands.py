@@ -238,7 +238,7 @@ def export(workdir, out, T, rtol, atol, prior, as_json):
         checks.new_output(out)
     load_tensorflow()
     from shortdiff_tf.app.export import export_run
-    r = export_run(workdir, out, prior, T, rtol, atol)
+    r = export_run(workdir, out, prior, T, rtol, atol, log=lambda m: click.echo(m, err=True))
     report(r, as_json, [f"exported {workdir} (step {r['checkpoint_step']}, T={r['T']:g}, prior {r['prior']}) "
                         f"in {r['seconds']:.0f} s",
                         f"wrote {r['out']} with signatures {', '.join(r['signatures'])}"])

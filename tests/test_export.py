@@ -38,7 +38,7 @@ def exported(glow_run, tmp_path_factory):
     return run, out
 
 
-def library_samples(run_dir, prior_choice="auto", names=("em", "ode")):
+def library_samples(run_dir, prior_choice="auto", names=("em", "ode", "dpm2m")):
     run = load_run(run_dir)
     prior, T, _ = resolve_prior(run, prior_choice)
     out = {}
@@ -81,7 +81,7 @@ RELOAD = textwrap.dedent("""
     model, io = sys.argv[1], np.load(sys.argv[2])
     m = tf.saved_model.load(model)
     res = {}
-    for name in ("em", "ode"):
+    for name in ("em", "ode", "dpm2m"):
         o = m.signatures["sample"](num_samples=tf.constant(3), seed=tf.constant([1, 2]), steps=tf.constant(5),
                                    sampler=tf.constant(name))
         res["sample_" + name], res["nfe_" + name] = o["x"].numpy(), o["nfe"].numpy()
@@ -132,7 +132,7 @@ def test_reload_in_a_fresh_process_without_the_repository_matches_the_library(pr
     assert list(res["loaded"]) == []
     meta = json.loads(str(res["meta"]))
     assert meta["prior"] == "aux:glow" and meta["T"] == pytest.approx(0.4) and meta["shape"] == [8, 8, 1]
-    for name in ("em", "ode"):
+    for name in ("em", "ode", "dpm2m"):
         np.testing.assert_allclose(res[f"sample_{name}"], ref[f"sample_{name}"], **TOL)
         assert int(res[f"nfe_{name}"]) == ref[f"nfe_{name}"]
         np.testing.assert_array_equal(res[f"images_{name}"], data_lib.to_uint8(res[f"sample_{name}"]))

@@ -90,7 +90,8 @@ def exercised(command: str):
 def test_the_cli_offers_every_sampler_of_the_library():
     from cli.commands import SAMPLER_CHOICES
     from shortdiff_tf import samplers
-    assert sorted(SAMPLER_CHOICES) == sorted(samplers.PRESETS)
+    from shortdiff_tf.study.config import SAMPLERS
+    assert sorted(SAMPLER_CHOICES) == sorted(samplers.PRESETS) == sorted(SAMPLERS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -181,7 +181,7 @@ def _name(s: str) -> str:
 
 
 def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optional[float] = None,
-               rtol: float = 1e-5, atol: float = 1e-5) -> dict:
+               rtol: float = 1e-5, atol: float = 1e-5, log=lambda *_: None) -> dict:
     """Write the SavedModel to ``out`` (or the next version under saved_models/NAME); nothing is
     left behind when it fails, and an existing directory is never overwritten."""
     run = load_run(run_dir)
@@ -191,13 +191,15 @@ def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optio
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     start = time.perf_counter()
     module = ServingModule(run, prior_obj, prior_name, T, rtol, atol)
+    log(f"tracing the signatures (sample with {', '.join(SAMPLERS)}; log_prob, bpd, score, metadata)")
     sigs = module.signatures()
+    log(f"writing the SavedModel ({time.perf_counter() - start:.0f} s so far)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        # no custom gradients: TFP's ODE solver defines an adjoint gradient, and tracing it
-        # for the SavedModel would triple its size and export time; serving needs no gradients
+        # no custom gradients (GroupNorm's closed form): serving computes none, and tracing them
+        # would enlarge the SavedModel and its export time
         tf.saved_model.save(module, str(tmp), signatures=sigs,
                             options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
         tmp.replace(out)

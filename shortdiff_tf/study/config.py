@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 from shortdiff_tf.files import atomic_write_json
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SAMPLERS = ("em", "pc", "ode", "heun", "dpm2m")        # samplers.PRESETS (tested); no TensorFlow here
 GROWABLE = ("T_grid", "seeds")       # a rerun may extend the grid or add seeds
 
 
@@ -50,9 +51,9 @@ class StudyConfig:
         bad = [T for T in self.T_grid if not self.eps < T <= 1.0]
         if bad:
             raise ValueError(f"--T-grid values {bad} are outside (eps={self.eps:g}, 1]; use times in (eps, 1]")
-        unknown = set(self.samplers) - {"em", "pc", "ode"}
+        unknown = set(self.samplers) - set(SAMPLERS)
         if unknown or not self.samplers:
-            raise ValueError(f"--samplers {','.join(self.samplers)}: choose from em, pc, ode")
+            raise ValueError(f"--samplers {','.join(self.samplers)}: choose from {', '.join(SAMPLERS)}")
         if self.seeds < 1:
             raise ValueError(f"--seeds must be >= 1; got {self.seeds}")
 
