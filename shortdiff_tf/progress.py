@@ -22,6 +22,8 @@ class Progress:
 
     def eta(self, step: int) -> float:
         """Seconds left, or NaN until a step after the first (traced) interval has been timed."""
+        if step >= self.total:
+            return 0.0
         per_step = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(self.marks[1:], self.marks[2:]) if s1 > s0]
         if not per_step:
             return float("nan")

@@ -78,3 +78,4 @@ def test_unknown_dataset():
 def test_the_toy_names_data_knows_are_the_toy_registry():
     from shortdiff_tf import toy
     assert sorted(data.TOY_NAMES) == toy.TOY.names()
+
