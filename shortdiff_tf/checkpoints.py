@@ -83,11 +83,11 @@ def complete(directory) -> list:
     return sorted(found)
 
 
-def newest_complete(directory):
-    """The prefix of the newest complete checkpoint, or None when there is none at all; a
-    one-line ValueError when checkpoint files exist but none is complete (never a silent start
-    from step 0)."""
-    found = complete(directory)
+def newest_complete(directory, found=None):
+    """The prefix of the newest complete checkpoint (of ``found``, default ``complete(directory)``),
+    or None when there is none at all; a one-line ValueError when checkpoint files exist but none
+    is complete (never a silent start from step 0)."""
+    found = complete(directory) if found is None else found
     if found:
         return found[-1][1]
     leftovers = sorted(p.name for p in Path(directory).glob("ckpt-*")) if Path(directory).is_dir() else []
@@ -105,14 +105,15 @@ def recover(directory, log=print):
     directory = Path(directory)
     for temp in directory.glob("*_temp*"):
         shutil.rmtree(temp, ignore_errors=True) if temp.is_dir() else temp.unlink()
-    newest = newest_complete(directory)
+    found = complete(directory)
+    newest = newest_complete(directory, found)
     if newest is None:
         return None
     indexed = _indexed(directory)
     if indexed != newest:
         log(f"recovered checkpoint {Path(newest).name} from the checkpoint files (the index "
             f"{'pointed to ' + Path(indexed).name if indexed else 'was missing or unreadable'})")
-        write_index(directory, [p for _, p in complete(directory)])
+        write_index(directory, [p for _, p in found])
     return newest
 
 
@@ -138,7 +139,8 @@ def write_index(directory, prefixes) -> None:
 
 def all_finite(variables) -> bool:
     """True when every value of every variable is finite (checked before a checkpoint is written)."""
-    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables if tf.as_dtype(v.dtype).is_floating)
+    checks = [tf.reduce_all(tf.math.is_finite(v)) for v in variables if tf.as_dtype(v.dtype).is_floating]
+    return bool(tf.reduce_all(tf.stack(checks))) if checks else True          # one read from the device
 
 
 def restore(ckpt: tf.train.Checkpoint, path: str, partial: bool = False):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import tensorflow as tf
 
@@ -109,10 +109,17 @@ def prior_terms(draws: Draws, priors: Dict[str, object], dtype=tf.float32) -> Di
     return {name: tf.cast(p.log_prob(tf.cast(draws.x_T, dtype)), tf.float64) for name, p in priors.items()}
 
 
-def elbos(sde: SDE, score_fn, priors: Dict[str, object], x0, seed=0, importance: bool = True) -> Dict[str, ELBO]:
-    """The ELBO under each named prior from one set of draws (I and R are shared): a paired comparison."""
+def elbos(sde: SDE, score_fn, priors: Dict[str, object], x0, seed=0, importance: bool = True,
+          batch_size: Optional[int] = None) -> Dict[str, ELBO]:
+    """The ELBO under each named prior from one set of draws (I and R are shared): a paired
+    comparison.  With ``batch_size`` the examples go through in batches (memory bounded by the
+    batch), batch i drawing from ``split(seed, i)``."""
     x0 = tf.convert_to_tensor(x0)
-    draws = elbo_draws(sde, score_fn, x0, seed, importance=importance)
+    n = int(x0.shape[0])
+    starts = [0] if batch_size is None else range(0, n, batch_size)
+    parts = [elbo_draws(sde, score_fn, x0[i: i + (batch_size or n)], seed if batch_size is None else split(seed, i),
+                        importance=importance) for i in starts]
+    draws = Draws(tf.concat([d.I for d in parts], 0), parts[0].R, tf.concat([d.x_T for d in parts], 0))
     return {name: ELBO.of(sde, draws, term) for name, term in prior_terms(draws, priors, x0.dtype).items()}
 
 

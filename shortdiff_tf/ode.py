@@ -14,8 +14,8 @@ so it takes the same steps as scipy on the same problem (tested on closed-form O
 may be a nested structure of tensors; the error norm runs over all of it, as scipy's does over
 the flat vector ScoreSDE passes.  ``fn`` is wrapped in one tf.function, so a network inside it
 is traced once for all stages.  Its calls are inlined: kept as non-inlined calls they cost about
-30% more per evaluation on this CPU (grappler does not optimise across the call; measured with
-benchmarks/solver.py), for a first call about 5 s shorter.
+a third more per evaluation on this CPU, for a first call about 5 s shorter on the digits preset
+(benchmarks/README.md, "Solver").
 """
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     if prior_name != "noise":             # p_noise on the same ODE solves: a paired comparison
         report["likelihood_noise"] = likelihood_terms(swap_prior(parts, noise), is_image)
         priors["aux"] = prior_obj
-    for name, e in batched_elbos(sde, score, priors, x_all, batch_size, split(seed, 10**6)).items():
+    for name, e in elbo_lib.elbos(sde, score, priors, x_all, split(seed, 10**6), batch_size=batch_size).items():
         report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(data_lib.RANGE)} if is_image else {})}
     report["elbo"] = report["elbo_aux" if prior_name != "noise" else "elbo_noise"]
     return report
@@ -76,18 +76,6 @@ def padded_call(est, x, size: int, seed) -> likelihood.LogLikelihood:
     ll = est(x, seed=seed)
     return dataclasses.replace(ll, log_prob=ll.log_prob[:n], prior_logp=ll.prior_logp[:n],
                                delta_logp=ll.delta_logp[:n], x_T=ll.x_T[:n])
-
-
-def batched_elbos(sde, score, priors: dict, x_all, batch_size: int, seed) -> dict:
-    """``elbo.elbos`` over batches (memory bounded by the batch), draws seeded per batch."""
-    draws, terms = [], {name: [] for name in priors}
-    for i in range(0, int(x_all.shape[0]), batch_size):
-        d = elbo_lib.elbo_draws(sde, score, x_all[i: i + batch_size], split(seed, i))
-        draws.append(d)
-        for name, term in elbo_lib.prior_terms(d, priors, x_all.dtype).items():
-            terms[name].append(term)
-    joined = elbo_lib.Draws(tf.concat([d.I for d in draws], 0), draws[0].R, tf.concat([d.x_T for d in draws], 0))
-    return {name: elbo_lib.ELBO.of(sde, joined, tf.concat(t, 0)) for name, t in terms.items()}
 
 
 def swap_prior(parts, prior) -> list:

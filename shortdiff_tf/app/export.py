@@ -39,7 +39,7 @@ from shortdiff_tf.app.runs import Run, load_run, resolve_prior
 from shortdiff_tf.prior_fit import store
 from shortdiff_tf.seeds import split
 
-SAMPLERS = ("em", "pc", "ode", "heun", "dpm2m")
+SAMPLERS = tuple(samplers.PRESETS)                       # em, pc, ode, heun, dpm2m
 MAX_SAMPLES = 4096          # per call of the sample signature
 MAX_STEPS = 100_000         # SDE steps per call
 EXPORT_ROOT = Path("saved_models")

@@ -32,8 +32,7 @@ def check_resumable(cfg: RunConfig, run_dir: Path) -> RunConfig:
     and the learning rate may be lowered after a non-finite loss); checkpoints without a readable
     config.json are never reused."""
     if not (run_dir / "config.json").exists():
-        if checkpoints.complete(checkpoints.checkpoint_dir(run_dir)) or any(
-                checkpoints.checkpoint_dir(run_dir).glob("ckpt-*")):
+        if any(checkpoints.checkpoint_dir(run_dir).glob("ckpt-*")):
             raise ValueError(f"{run_dir} holds checkpoints but no config.json, so its settings are unknown; "
                              f"restore {run_dir / 'config.json'} or use a new --workdir")
         return cfg
