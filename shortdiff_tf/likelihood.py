@@ -81,7 +81,7 @@ class LikelihoodEstimator:
             raise ValueError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
         self.sde, self.score_fn, self.prior = sde, score_fn, prior
         self.rtol, self.atol, self.divergence, self.probe = rtol, atol, divergence, probe
-        self._solve = tf.function(self._solve_impl)
+        self._solve = tf.function(self._solve_impl, autograph=False)     # no Python control flow: no conversion cost
 
     def __call__(self, x0, seed=0) -> LogLikelihood:
         x0 = tf.convert_to_tensor(x0)

@@ -12,10 +12,18 @@ the graph:
 
 so it takes the same steps as scipy on the same problem (tested on closed-form ODEs).  The state
 may be a nested structure of tensors; the error norm runs over all of it, as scipy's does over
-the flat vector ScoreSDE passes.  ``fn`` is wrapped in one tf.function, so a network inside it
-is traced once for all stages.  Its calls are inlined: kept as non-inlined calls they cost about
-a third more per evaluation on this CPU, for a first call about 5 s shorter on the digits preset
-(benchmarks/README.md, "Solver").
+the flat vector ScoreSDE passes.
+
+One evaluation of ``f`` per loop iteration.  Every evaluation -- the two that choose the first
+step and the six stages of each attempt -- is a row of one table (c, a): the iteration forms
+t + c h and y + h sum_j a_j K_j from the stored stages K, calls ``f`` once and files the result.
+So the graph holds a single copy of ``f`` (a network's forward pass and its VJP): tracing and
+graph optimisation, the cost of a first call, are those of one evaluation rather than eight.
+The price, measured on a 2-core CPU: an attempt's six stages no longer sit in one dataflow
+graph, where the next stage's forward pass could overlap the previous stage's VJP, so an
+evaluation costs about one isolated forward + VJP instead of about 0.75 of one
+(benchmarks/README.md, "Solver").  On an accelerator, which runs one op at a time, there is
+no such overlap to lose.
 """
 from __future__ import annotations
 
@@ -38,6 +46,12 @@ A = ((),
 E = (-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40)
 SAFETY, MIN_FACTOR, MAX_FACTOR, EXPONENT = 0.9, 0.2, 10.0, -1 / 5
 
+# Evaluation rows: 0 = f(t0, y0); 1 = f(t0 + h0, y0 + h0 f0), the probe of the first step size;
+# 2..7 = the stages k_2..k_7 of an attempt (k_1 = K_0 is the previous step's last stage).
+INIT, PROBE, FIRST_STAGE, LAST_STAGE = 0, 1, 2, 7
+ROW_C = (0.0, 1.0) + C[1:]
+ROW_A = ((), (1.0,)) + A[1:]
+
 
 def _rms(parts):
     squares = tf.add_n([tf.reduce_sum(tf.square(p)) for p in parts])
@@ -45,76 +59,121 @@ def _rms(parts):
     return tf.sqrt(squares / count)
 
 
-def _combine(y, h, coefficients, ks):
-    """y + h sum_j c_j k_j over a nested state (zero coefficients skipped)."""
-    terms = [(c, k) for c, k in zip(coefficients, ks) if c != 0.0]
-    return tf.nest.map_structure(lambda y_, *k_: y_ + h * tf.add_n([c * kj for (c, _), kj in zip(terms, k_)]),
-                                 y, *[k for _, k in terms])
+def _norm(ys, scale):
+    return _rms([y / s for y, s in zip(tf.nest.flatten(ys), tf.nest.flatten(scale))])
+
+
+def _weighted(coefficients, K):
+    """sum_j c_j K_j over the stacked stages K [7, ...] of each leaf."""
+    return tf.nest.map_structure(lambda k: tf.tensordot(coefficients, k, 1), K)
 
 
 def solve(fn, t0: float, t1: float, y0, rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = MAX_STEPS):
     """Integrate dy/dt = fn(t, y) from t0 to t1 (either direction) -> (y(t1), NFE int32).
 
-    ``fn`` is only evaluated at times in [t0, t1].  A non-finite initial state fails at once
-    (``NOT_FINITE``); a solve that needs more than ``max_steps`` step attempts, or whose step
-    underflows, fails with ``STEP_LIMIT`` instead of running for ever.  In a graph (an exported
-    signature) both are InvalidArgumentErrors; ``explain`` turns them into one-line errors.
+    ``fn`` is only evaluated at times in [t0, t1], and traced once.  A non-finite initial state
+    fails at once (``NOT_FINITE``); a solve that needs more than ``max_steps`` step attempts, or
+    whose step underflows, fails with ``STEP_LIMIT`` instead of running for ever.  In a graph (an
+    exported signature) both are InvalidArgumentErrors; ``explain`` turns them into one-line errors.
     """
+    if tf.executing_eagerly():
+        return tf.function(lambda y: _solve(fn, t0, t1, y, rtol, atol, max_steps), autograph=False)(y0)
+    return _solve(fn, t0, t1, y0, rtol, atol, max_steps)
+
+
+def _solve(fn, t0, t1, y0, rtol, atol, max_steps):
     dtype = tf.nest.flatten(y0)[0].dtype
     t0, t1 = as_time(t0, dtype), as_time(t1, dtype)
     checks = [tf.debugging.assert_all_finite(y, NOT_FINITE) for y in tf.nest.flatten(y0)]
     with tf.control_dependencies(checks):
         y0 = tf.nest.map_structure(tf.identity, y0)
-    f = tf.function(fn)               # traced once, inlined at each call (see the module docstring)
-    norm = lambda ys, scale: _rms([y / s for y, s in zip(tf.nest.flatten(ys), tf.nest.flatten(scale))])
-    direction = tf.sign(t1 - t0)
-    f0 = f(t0, y0)
-    h_abs = _initial_step(f, t0, t1, y0, f0, direction, norm, rtol, atol)
+    table_c = tf.constant(ROW_C, dtype)
+    table_a = tf.constant([list(a) + [0.0] * (7 - len(a)) for a in ROW_A], dtype)
+    update = _Update(t1, tf.sign(t1 - t0), tf.abs(t1 - t0), rtol, atol, max_steps, dtype)
 
-    def attempt(t, y, k0, h):
-        ks = [k0]
-        for s in range(1, 7):
-            ks.append(f(t + C[s] * h, _combine(y, h, A[s], ks)))
-        y_new = _combine(y, h, A[6], ks)
-        scale = tf.nest.map_structure(lambda a, b: atol + rtol * tf.maximum(tf.abs(a), tf.abs(b)), y, y_new)
-        err = tf.nest.map_structure(lambda *k_: h * tf.add_n([e * kj for e, kj in zip(E, k_) if e != 0.0]), *ks)
-        return y_new, ks[6], norm(err, scale)
+    def body(row, t, t_new, h, y, K, rejected, nfe, attempts, done):
+        y_eval = tf.nest.map_structure(lambda y_, s: y_ + h * s, y, _weighted(tf.gather(table_a, row), K))
+        k = fn(t + tf.gather(table_c, row) * h, y_eval)
+        state = (row, t, t_new, h, y, K, rejected, nfe + 1, attempts, done)
+        branch = tf.minimum(row, 2) + tf.cast(row == LAST_STAGE, tf.int32)
+        return tf.switch_case(branch, [lambda: update.init(state, k), lambda: update.probe(state, k),
+                                       lambda: update.stage(state, k), lambda: update.last(state, k, y_eval)])
 
-    def step(t, y, k0, h_abs, rejected, nfe, attempts):
-        tiny = 10.0 * tf.abs(tf.math.nextafter(t, t + direction) - t)
-        ok = tf.debugging.assert_less(attempts, max_steps, STEP_LIMIT)
-        ok2 = tf.debugging.assert_greater_equal(h_abs, tiny, f"{STEP_LIMIT}: step size underflow")
-        with tf.control_dependencies([ok, ok2]):
-            t_new = tf.where(direction * (t + h_abs * direction - t1) > 0, t1, t + h_abs * direction)
-        h = t_new - t
-        y_new, k_new, err = attempt(t, y, k0, h)
+    K0 = tf.nest.map_structure(lambda y: tf.zeros(tf.concat([[7], tf.shape(y)], 0), dtype), y0)
+    zero = tf.constant(0, tf.int32)
+    state = (zero, t0, t0, tf.zeros([], dtype), y0, K0, tf.constant(False), zero, zero, tf.equal(t0, t1))
+    out = tf.while_loop(lambda *s: tf.logical_not(s[-1]), body, state, parallel_iterations=1)
+    return out[4], out[7]
+
+
+class _Update:
+    """What each kind of evaluation row does with its result k; every method returns the loop state
+    (row, t, t_new, h, y, K, rejected, nfe, attempts, done)."""
+
+    def __init__(self, t1, direction, length, rtol, atol, max_steps, dtype):
+        self.t1, self.direction, self.length = t1, direction, length
+        self.rtol, self.atol, self.max_steps, self.dtype = rtol, atol, max_steps, dtype
+
+    def _scale0(self, y):
+        return tf.nest.map_structure(lambda y_: self.atol + self.rtol * tf.abs(y_), y)
+
+    def init(self, state, k):
+        """k = f(t0, y0): file it as K_0 and pick the probe step h0 (Hairer-Norsett-Wanner)."""
+        row, t, t_new, h, y, K, rejected, nfe, attempts, done = state
+        scale = self._scale0(y)
+        d0, d1 = _norm(y, scale), _norm(k, scale)
+        h0 = tf.where((d0 < 1e-5) | (d1 < 1e-5), tf.constant(1e-6, self.dtype), 0.01 * d0 / d1)
+        h0 = tf.minimum(h0, self.length)
+        K = tf.nest.map_structure(lambda K_, k_: tf.tensor_scatter_nd_update(K_, [[0]], k_[None]), K, k)
+        return (row + 1, t, t_new, h0 * self.direction, y, K, rejected, nfe, attempts, done)
+
+    def probe(self, state, k):
+        """k = f(t0 + h0, y0 + h0 f0): the first step size, then the first attempt."""
+        row, t, t_new, h, y, K, rejected, nfe, attempts, done = state
+        scale, f0, h0 = self._scale0(y), tf.nest.map_structure(lambda K_: K_[0], K), tf.abs(h)
+        d1 = _norm(f0, scale)
+        d2 = _norm(tf.nest.map_structure(tf.subtract, k, f0), scale) / h0
+        h1 = tf.where((d1 <= 1e-15) & (d2 <= 1e-15), tf.maximum(tf.constant(1e-6, self.dtype), h0 * 1e-3),
+                      tf.pow(0.01 / tf.maximum(d1, d2), 1.0 / 5.0))
+        h_abs = tf.minimum(tf.minimum(100.0 * h0, h1), self.length)
+        return self._attempt(t, h_abs, y, K, rejected, nfe, attempts, done)
+
+    def stage(self, state, k):
+        """k = k_s of the current attempt (rows 2..6 hold s = 2..6): file it as K_{s-1}."""
+        row, t, t_new, h, y, K, rejected, nfe, attempts, done = state
+        K = tf.nest.map_structure(lambda K_, k_: tf.tensor_scatter_nd_update(K_, [[row - 1]], k_[None]), K, k)
+        return (row + 1, t, t_new, h, y, K, rejected, nfe, attempts, done)
+
+    def last(self, state, k, y_new):
+        """k = f(t + h, y_new) = k_7: the error estimate, accept or reject, the next step size."""
+        row, t, t_new, h, y, K, rejected, nfe, attempts, done = state
+        K = tf.nest.map_structure(lambda K_, k_: tf.tensor_scatter_nd_update(K_, [[6]], k_[None]), K, k)
+        scale = tf.nest.map_structure(lambda a, b: self.atol + self.rtol * tf.maximum(tf.abs(a), tf.abs(b)), y, y_new)
+        err = _norm(tf.nest.map_structure(lambda e: h * e, _weighted(tf.constant(E, self.dtype), K)), scale)
         accepted = err < 1.0                                          # False for NaN: rejected
         factor = SAFETY * tf.pow(err, EXPONENT)
-        grow = tf.where(err == 0.0, tf.constant(MAX_FACTOR, dtype), tf.minimum(factor, MAX_FACTOR))
+        grow = tf.where(err == 0.0, tf.constant(MAX_FACTOR, self.dtype), tf.minimum(factor, MAX_FACTOR))
         grow = tf.where(rejected, tf.minimum(grow, 1.0), grow)
-        shrink = tf.where(tf.math.is_finite(err), tf.maximum(factor, MIN_FACTOR), tf.constant(MIN_FACTOR, dtype))
+        shrink = tf.where(tf.math.is_finite(err), tf.maximum(factor, MIN_FACTOR), tf.constant(MIN_FACTOR, self.dtype))
         pick = lambda a, b: tf.nest.map_structure(lambda u, v: tf.where(accepted, u, v), a, b)
-        return (tf.where(accepted, t_new, t), pick(y_new, y), pick(k_new, k0),
-                tf.abs(h) * tf.where(accepted, grow, shrink), tf.logical_not(accepted), nfe + 6, attempts + 1)
+        K = tf.nest.map_structure(lambda K_: tf.tensor_scatter_nd_update(
+            K_, [[0]], tf.where(accepted, K_[6], K_[0])[None]), K)
+        t = tf.where(accepted, t_new, t)
+        h_abs = tf.abs(h) * tf.where(accepted, grow, shrink)
+        return self._attempt(t, h_abs, pick(y_new, y), K, tf.logical_not(accepted), nfe, attempts + 1,
+                             self.direction * (self.t1 - t) <= 0)
 
-    loop = (t0, y0, f0, h_abs, tf.constant(False), tf.constant(2, tf.int32), tf.constant(0, tf.int32))
-    _, y1, _, _, _, nfe, _ = tf.while_loop(lambda t, *_: direction * (t1 - t) > 0, step, loop,
-                                           parallel_iterations=1)
-    return y1, nfe
-
-
-def _initial_step(f, t0, t1, y0, f0, direction, norm, rtol, atol):
-    """Hairer, Norsett and Wanner's first step (scipy's select_initial_step), within [t0, t1]."""
-    length = tf.abs(t1 - t0)
-    scale = tf.nest.map_structure(lambda y: atol + rtol * tf.abs(y), y0)
-    d0, d1 = norm(y0, scale), norm(f0, scale)
-    h0 = tf.minimum(tf.where((d0 < 1e-5) | (d1 < 1e-5), tf.constant(1e-6, d0.dtype), 0.01 * d0 / d1), length)
-    y1 = tf.nest.map_structure(lambda y, k: y + h0 * direction * k, y0, f0)
-    f1 = f(t0 + h0 * direction, y1)
-    d2 = norm(tf.nest.map_structure(tf.subtract, f1, f0), scale) / h0
-    h1 = tf.where((d1 <= 1e-15) & (d2 <= 1e-15), tf.maximum(tf.constant(1e-6, d0.dtype), h0 * 1e-3),
-                  tf.pow(0.01 / tf.maximum(d1, d2), 1.0 / 5.0))
-    return tf.minimum(tf.minimum(100.0 * h0, h1), length)
+    def _attempt(self, t, h_abs, y, K, rejected, nfe, attempts, done):
+        """Start an attempt of size h_abs from t (clipped at t1), with only K_0 kept; or stop."""
+        tiny = 10.0 * tf.abs(tf.math.nextafter(t, t + self.direction) - t)
+        checks = [tf.debugging.Assert(done | (attempts < self.max_steps), [STEP_LIMIT]),
+                  tf.debugging.Assert(done | (h_abs >= tiny), [f"{STEP_LIMIT}: step size underflow"])]
+        with tf.control_dependencies(checks):
+            t_new = tf.where(self.direction * (t + h_abs * self.direction - self.t1) > 0, self.t1,
+                             t + h_abs * self.direction)
+        first = tf.reshape(tf.one_hot(0, 7, dtype=self.dtype), [7])
+        K = tf.nest.map_structure(lambda K_: K_ * tf.reshape(first, tf.concat([[7], tf.ones_like(tf.shape(K_)[1:])], 0)), K)
+        return (tf.constant(FIRST_STAGE), t, t_new, t_new - t, y, K, rejected, nfe, attempts, done)
 
 
 def explain(err: tf.errors.InvalidArgumentError) -> Exception:

@@ -58,8 +58,8 @@ def test_dormand_prince_agrees_with_tfp_on_a_nested_state():
 
 
 def test_the_vector_field_is_traced_once_for_every_stage():
-    """One non-inlined function serves all stages: the Python body of f runs once per solve's trace
-    (TFP's solver traced it at every stage, so a network appeared six times in the graph)."""
+    """One copy of f serves every stage: the Python body of f runs once per solve's trace, so a
+    network appears once in the graph (TFP's solver traced it at every stage: six copies)."""
     calls = []
 
     def f(t, y):
