@@ -109,10 +109,14 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
 @click.option("--T", "T", type=T_RANGE, default=None, help="Sample from a shorter T than trained.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output stem (.png and .npz).")
 @click.option("--temperature", type=FiniteFloat(0, 10, min_open=True), default=1.0, help="Scale of the prior's noise.")
+@click.option("--rtol", type=POSITIVE, default=None, help="ODE relative tolerance (ode sampler)  [default: 1e-5].")
+@click.option("--atol", type=POSITIVE, default=None, help="ODE absolute tolerance (ode sampler)  [default: 1e-5].")
 @prior_option
+@click.option("--no-progress", is_flag=True, help="No progress line (NFE, ETA) while sampling.")
 @json_option
 @friendly
-def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, temperature, prior, as_json):
+def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, temperature, rtol, atol, prior,
+           no_progress, as_json):
     """Sample a trained run to a PNG grid and an .npz.  e.g.  shortdiff sample --workdir runs/digits-vp-T0.4"""
     checks.trained_run(workdir)
     if out:
@@ -120,7 +124,8 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, 
     load_tensorflow()
     from shortdiff_tf.app.sample import sample_run
     r = sample_run(workdir, sampler=sampler, steps=steps, num_samples=num_samples, seed=seed, T=T, out=out, snr=snr,
-                   prior=prior, temperature=temperature, eps=sample_eps)
+                   prior=prior, temperature=temperature, eps=sample_eps, rtol=rtol, atol=atol,
+                   progress=not no_progress)
     report(r, as_json, [f"{r['num_samples']} samples ({r['sampler']}, T={r['T']:g}, prior {r['prior']}, NFE {r['nfe']}) "
                         f"in {r['seconds']:.1f} s",
                         f"wrote {r['png']} and {r['npz']}"])

@@ -28,6 +28,7 @@ import tensorflow as tf
 from shortdiff_tf.sde import SDE
 
 RHO = 7.0
+NFE_PER_STEP = {"heun": 2, "dpm2m": 1}               # plus one for the final denoising
 
 
 def sigma_of(sde: SDE, t):
@@ -78,7 +79,7 @@ def heun(sde: SDE, score_fn, x_T, steps, denoise: bool = True):
         d_next = (x_euler - D(x_euler, s1)) / tf.cast(s1, x.dtype)
         x = x + ds * 0.5 * (d + d_next)
     x, extra = _finish(sde, D, x, sigmas[-1], denoise)
-    return x, 2 * tf.cast(steps, tf.int32) + extra
+    return x, NFE_PER_STEP["heun"] * tf.cast(steps, tf.int32) + extra
 
 
 def dpm_solver_2m(sde: SDE, score_fn, x_T, steps, denoise: bool = True):
@@ -97,7 +98,7 @@ def dpm_solver_2m(sde: SDE, score_fn, x_T, steps, denoise: bool = True):
         x = ratio * x + (1.0 - ratio) * d_mix
         d_prev, h_prev = d, h
     x, extra = _finish(sde, D, x, sigmas[-1], denoise)
-    return x, tf.cast(steps, tf.int32) + extra
+    return x, NFE_PER_STEP["dpm2m"] * tf.cast(steps, tf.int32) + extra
 
 
 SOLVERS = {"heun": heun, "dpm2m": dpm_solver_2m}

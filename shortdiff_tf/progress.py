@@ -14,8 +14,9 @@ import time
 class Progress:
     RECENT = 10
 
-    def __init__(self, total: int, start: int = 0, enabled: bool = True, stream=None, unit: str = ""):
-        self.total, self.start, self.enabled, self.unit = total, start, enabled, unit
+    def __init__(self, total: int, start: int = 0, enabled: bool = True, stream=None, unit: str = "",
+                 show_eta: bool = True):
+        self.total, self.start, self.enabled, self.unit, self.show_eta = total, start, enabled, unit, show_eta
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.marks = [(start, time.perf_counter())]
@@ -36,7 +37,7 @@ class Progress:
         frac = (step - self.start) / max(self.total - self.start, 1)
         eta = self.eta(step)
         bar = "#" * int(24 * frac)
-        left = "eta ?" if eta != eta else f"eta {eta:.0f}s"
+        left = "eta ?" if eta != eta or not self.show_eta else f"eta {eta:.0f}s"
         line = f"[{bar:<24}] {step}/{self.total}{self.unit}  {text}  {left}"
         self.stream.write(("\r" + line) if self.tty else (line + "\n"))
         self.stream.flush()

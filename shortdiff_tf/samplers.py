@@ -128,11 +128,14 @@ PRESETS = {
 
 
 def preset(name: str, steps: Optional[int] = None, snr: Optional[float] = None,
-           temperature: float = 1.0, eps: Optional[float] = None) -> SamplerConfig:
-    """A named preset (em, pc, ode, heun, dpm2m) with overrides."""
+           temperature: float = 1.0, eps: Optional[float] = None, rtol: Optional[float] = None,
+           atol: Optional[float] = None) -> SamplerConfig:
+    """A named preset (em, pc, ode, heun, dpm2m) with overrides (``rtol``/``atol``: the ode sampler)."""
     if name not in PRESETS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(PRESETS)}")
-    cfg = dataclasses.replace(PRESETS[name], steps=steps or PRESETS[name].steps, temperature=temperature, eps=eps)
+    base = PRESETS[name]
+    cfg = dataclasses.replace(base, steps=steps or base.steps, temperature=temperature, eps=eps,
+                              rtol=rtol or base.rtol, atol=atol or base.atol)
     return dataclasses.replace(cfg, snr=snr) if snr is not None else cfg
 
 
@@ -155,12 +158,21 @@ class Sampler:
         self._predictor = PREDICTORS.get(config.predictor)
         self._corrector = CORRECTORS.get(config.corrector)
         self._pc = tf.function(self._pc_loop)
-        self._ode = tf.function(self._ode_solve)
+        self._ode = tf.function(self._ode_solve, autograph=False)
         self._few = tf.function(lambda x, steps: few_step.SOLVERS[config.method](
             self.sde, self.score_fn, x, steps, config.denoise))
 
     def default_steps(self) -> int:
         return self.config.steps or self.sde.default_steps(self.config.step_size)
+
+    def planned_nfe(self, steps: Optional[int] = None) -> Optional[int]:
+        """The score evaluations a call will make; None for the adaptive ODE."""
+        steps, cfg = int(steps or self.default_steps()), self.config
+        if cfg.method == "ode":
+            return None
+        if cfg.method in few_step.SOLVERS:
+            return few_step.NFE_PER_STEP[cfg.method] * steps + int(cfg.denoise)
+        return steps * cfg.nfe_per_step()
 
     def __call__(self, num_samples: int, seed, steps: Optional[int] = None, x_T=None) -> SampleResult:
         seed = as_seed(seed)
@@ -207,6 +219,16 @@ class Sampler:
     def _ode_solve(self, x_T):
         """Probability-flow ODE dx/dt = f - g^2 s / 2 from T to eps (adaptive RK45)."""
         return flow.push(self.sde, self.score_fn, x_T, self.sde.T, self.sde.eps, self.config.rtol, self.config.atol)
+
+
+def reporting(score_fn, on_call):
+    """``score_fn`` that first calls ``on_call(t)`` on the host (t: the evaluation's time), for a
+    progress line while sampling.  A host callback cannot be saved: exported graphs never use it."""
+    def fn(x, t):
+        tick = tf.py_function(lambda t_: (on_call(float(t_)), 0)[1], [tf.reshape(t, [-1])[0]], tf.int32)
+        with tf.control_dependencies([tick]):
+            return score_fn(tf.identity(x), t)
+    return fn
 
 
 def sample(sde, score_fn, prior, num_samples, seed, config: SamplerConfig = SamplerConfig(),

@@ -43,10 +43,12 @@ RUNS = [
     ("sample", ["--workdir", "{img}", "--sampler", "pc", "--steps", "2", "--num", "2", "--snr", "0.2",
                 "--prior", "noise", "--T", "0.3", "--json"]),
     ("sample", ["--workdir", "{toy}", "--sampler", "ode", "--num-samples", "16", "--prior", "auto", "--json"]),
+    ("sample", ["--workdir", "{toy}", "--sampler", "ode", "--rtol", "1e-2", "--atol", "1e-3", "--num-samples", "8",
+                "--prior", "noise", "--json"]),
     ("sample", ["--workdir", "{toy}", "--sampler", "heun", "--steps", "4", "--sample-eps", "1e-4", "--num-samples", "8",
                 "--prior", "noise", "--json"]),
     ("sample", ["--workdir", "{img}", "--sampler", "dpm2m", "--steps", "3", "--num-samples", "2", "--prior", "aux",
-                "--json"]),
+                "--no-progress", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--dataset", "gmm1d", "--data-dir", "{tmp}", "--split", "test",
                   "--num-examples", "4", "--batch-size", "2", "--rtol", "1e-3", "--atol", "1e-3",
                   "--divergence", "hutchinson", "--seed", "1", "--prior", "aux", "--json"]),
@@ -146,6 +148,10 @@ def check(command: str, args: list, output: str, tmp):
         assert os.path.getsize(report["png"]) > 0 and report["nfe"] > 0
         if "--sample-eps" in opts:
             assert report["eps"] == float(opts["--sample-eps"])
+        if opts.get("--sampler") == "ode":
+            assert (report["rtol"], report["atol"]) == (float(opts.get("--rtol", 1e-5)), float(opts.get("--atol", 1e-5)))
+        progress = f"NFE {report['nfe']}  eta" if opts.get("--sampler") == "ode" else f"{report['nfe']}/{report['nfe']} NFE"
+        assert (progress in output) != ("--no-progress" in opts), output      # the final line: all evaluations
         if opts.get("--sampler") in ("heun", "dpm2m"):
             steps = int(opts["--steps"])
             assert report["nfe"] == {"heun": 2 * steps + 1, "dpm2m": steps + 1}[opts["--sampler"]]

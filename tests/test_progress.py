@@ -16,3 +16,27 @@ def test_the_eta_leaves_out_the_first_traced_interval():
     fresh = Progress(100, 0, stream=io.StringIO())
     fresh.update(10)
     assert math.isnan(fresh.eta(10))
+
+
+def test_sampling_progress_counts_every_evaluation_and_leaves_the_samples_alone():
+    """The host callback sees each score evaluation (the planned NFE of every fixed-step sampler,
+    the reported NFE of the adaptive ODE), its last line shows the total, and the samples are the
+    same as without it."""
+    import numpy as np
+    import tensorflow as tf
+    from shortdiff_tf import samplers, sde as sde_lib, toy
+    from shortdiff_tf.app.sample import Ticker
+    sde = sde_lib.get_sde("vp", T=0.5, eps=1e-3)
+    diff = toy.ToyDiffusion(toy.get_toy("gmm1d"), sde)
+    for name, steps in (("em", 7), ("pc", 4), ("heun", 3), ("dpm2m", 5), ("ode", None)):
+        cfg = samplers.preset(name, steps, rtol=1e-3, atol=1e-3)
+        plain = samplers.Sampler(sde, diff.score, diff.marginal(0.5), cfg)
+        stream = io.StringIO()
+        ticker = Ticker(plain.planned_nfe(), sde.T, plain.sde.eps, stream=stream, every=0.0)
+        watched = samplers.Sampler(sde, samplers.reporting(diff.score, ticker), diff.marginal(0.5), cfg)
+        a, b = plain(16, 3), watched(16, 3)
+        assert ticker.nfe == b.nfe == a.nfe and (plain.planned_nfe() in (None, a.nfe)), name
+        np.testing.assert_array_equal(a.x.numpy(), b.x.numpy())
+        last = stream.getvalue().splitlines()[-1]
+        assert (f"NFE {a.nfe}" in last) if name == "ode" else (f"{a.nfe}/{a.nfe} NFE" in last), (name, last)
+        assert tf.reduce_all(tf.math.is_finite(b.x))

@@ -11,6 +11,41 @@ import numpy as np
 
 from shortdiff_tf import data as data_lib, images, samplers
 from shortdiff_tf.app.runs import Run, load_run, resolve_prior
+from shortdiff_tf.progress import Progress
+
+
+class Ticker:
+    """Counts score evaluations on the host and redraws a progress line at most every ``every`` s:
+    in NFE against the planned total, or for the adaptive ODE (no total) in thousandths of the
+    way from T to eps, with the NFE so far and no ETA (its steps crowd near eps)."""
+
+    def __init__(self, planned_nfe: Optional[int], T: float, eps: float, enabled: bool = True,
+                 every: float = 1.0, stream=None):
+        self.planned, self.T, self.eps, self.every = planned_nfe, T, eps, every
+        unit = " NFE" if planned_nfe else " of the way T -> eps"
+        self.bar = Progress(planned_nfe or 1000, enabled=enabled, unit=unit, stream=stream,
+                            show_eta=bool(planned_nfe))
+        self.nfe, self.last, self.t, self.shown = 0, 0.0, T, 0
+
+    def __call__(self, t: float):
+        self.nfe, self.t = self.nfe + 1, t
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.nfe == self.planned:
+            self.last = now
+            self._draw()
+
+    def _draw(self):
+        self.shown = self.nfe
+        if self.planned:
+            self.bar.update(self.nfe, "sampling")
+        else:
+            self.bar.update(round(1000 * (self.T - self.t) / (self.T - self.eps)), f"sampling, NFE {self.nfe}")
+
+    def close(self):
+        """Draw the final count if the last evaluation was not drawn, and end the line."""
+        if self.shown != self.nfe:
+            self._draw()
+        self.bar.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,32 +57,44 @@ class Samples:
 
 def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples: int = 64, seed: int = 0,
          T: Optional[float] = None, snr: Optional[float] = None, prior: str = "auto",
-         temperature: float = 1.0, eps: Optional[float] = None) -> Samples:
-    """``num_samples`` samples, starting at T from the auxiliary prior (``aux``) or p_noise (``noise``)."""
+         temperature: float = 1.0, eps: Optional[float] = None, rtol: Optional[float] = None,
+         atol: Optional[float] = None, progress: bool = False) -> Samples:
+    """``num_samples`` samples, starting at T from the auxiliary prior (``aux``) or p_noise (``noise``);
+    with ``progress`` a progress line on stderr."""
     if num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1; got {num_samples}")
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde = run.sde(T)
-    cfg = samplers.preset(sampler, steps, snr, temperature, eps)
-    smp = samplers.Sampler(sde, run.score_fn(T), prior_obj, cfg)
+    cfg = samplers.preset(sampler, steps, snr, temperature, eps, rtol, atol)
+    score, ticker = run.score_fn(T), None
+    if progress:
+        plan = samplers.Sampler(sde, score, prior_obj, cfg)
+        ticker = Ticker(plan.planned_nfe(), sde.T, plan.sde.eps)
+        score = samplers.reporting(score, ticker)
+    smp = samplers.Sampler(sde, score, prior_obj, cfg)
     start = time.perf_counter()
     res = smp(num_samples, seed)
     seconds = time.perf_counter() - start
+    if ticker:
+        ticker.close()
     x = res.x.numpy()
     if not np.all(np.isfinite(x)):
         raise FloatingPointError("the sampler produced non-finite values; try more --steps or the ode sampler")
     report = {"num_samples": num_samples, "sampler": sampler, "nfe": res.nfe, "seconds": seconds,
               "steps": None if cfg.method == "ode" else smp.default_steps(), "T": sde.T, "eps": smp.sde.eps,
               "seed": seed, "prior": prior_name, "temperature": temperature, "checkpoint_step": run.step}
+    if cfg.method == "ode":
+        report.update(rtol=cfg.rtol, atol=cfg.atol)
     return Samples(x, report)
 
 
 def sample_run(run_dir, sampler: str = "em", steps: Optional[int] = None, num_samples: int = 64, seed: int = 0,
                T: Optional[float] = None, out: Optional[str] = None, snr: Optional[float] = None,
-               prior: str = "auto", temperature: float = 1.0, eps: Optional[float] = None) -> dict:
+               prior: str = "auto", temperature: float = 1.0, eps: Optional[float] = None,
+               rtol: Optional[float] = None, atol: Optional[float] = None, progress: bool = False) -> dict:
     """Draw samples of a run and write ``out``.png and ``out``.npz (default: RUN/samples/...)."""
     run = load_run(run_dir)
-    s = draw(run, sampler, steps, num_samples, seed, T, snr, prior, temperature, eps)
+    s = draw(run, sampler, steps, num_samples, seed, T, snr, prior, temperature, eps, rtol, atol, progress)
     r = s.report
     stem = Path(out) if out else (run.run_dir / "samples" /
                                   f"{sampler}-T{r['T']:g}-{r['prior'].replace(':', '-')}-seed{seed}")
