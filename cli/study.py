@@ -74,11 +74,12 @@ def _T_grid(ctx, param, value):
 @click.option("--optimize-steps", type=click.IntRange(1), default=2000, help="Ascent steps for --optimize-T.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Study directory  [default: studies/<dataset>-<sde>]. An existing study resumes.")
+@click.option("--no-progress", is_flag=True, help="Images: no progress lines within a point (Glow fit, bits/dim, sampling).")
 @json_option
 @friendly
 def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, num_eval, num_ll, num_samples,
           num_examples, rtol, atol, samplers, glow_hidden, glow_steps, reuse_score, extractor, optimize, optimize_steps,
-          workdir, as_json):
+          workdir, no_progress, as_json):
     """How much T is enough: the ELBO terms, likelihood, sample quality and NFE against T.
     e.g.  shortdiff study --dataset gmm1d --T-grid 0.2,0.4,0.6,0.8,1.0 --optimize-T joint"""
     workdir = workdir or str(Path("studies") / f"{Path(dataset).stem}-{sde}")
@@ -97,7 +98,8 @@ def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, 
                       reuse_score=reuse_score,
                       extractor=extractor)
     click.echo(f"study directory: {workdir}")
-    r = run_study(cfg, workdir, optimize=optimize, optimize_steps=optimize_steps, log=click.echo)
+    r = run_study(cfg, workdir, optimize=optimize, optimize_steps=optimize_steps, log=click.echo,
+                  progress=not no_progress)
     lines = [f"grid optimum of {k}: T={v['T']:g} ({v['value']:.4f})" for k, v in r["grid_optimum"].items()]
     if "optimize_T" in r:
         lines += [f"T* by ascent ({m}): {v['T_star']:.3f}" for m, v in r["optimize_T"].items()]

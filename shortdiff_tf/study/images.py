@@ -59,7 +59,10 @@ def check_reusable(run_dir, T_grid) -> None:
                          f"{run_dir} was trained at; use T <= {cfg.sde.T:g}")
 
 
-def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log=print) -> dict:
+def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log=print,
+                progress: bool = False) -> dict:
+    """One T of the image study: each stage is logged as it starts, with a progress line per
+    Glow step, likelihood batch and sampler evaluation when ``progress``."""
     view = make_view(cfg.reuse_score, study_dir, T)
     done = view / POINT_FILE
     if done.exists():
@@ -68,16 +71,18 @@ def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log
     # fits, resumes an interrupted Glow, or finds it finished
     pcfg = PriorConfig(kind=cfg.prior, T=T, steps=cfg.prior_steps, hidden=cfg.glow_hidden,
                        steps_per_level=cfg.glow_steps_per_level)
-    fit_prior(view, pcfg, progress=False, log=log)
+    fit_prior(view, pcfg, progress=progress, log=log)
     result = {"T": T, "seed": 0, "prior_kind": cfg.prior, "prior_seconds": time.perf_counter() - start}
-    result.update(_measure(cfg, view, T, extractor, reference))
+    result.update(_measure(cfg, view, T, extractor, reference, log, progress))
     atomic_write_json(done, result)
     return result
 
 
-def _measure(cfg: StudyConfig, view: Path, T: float, extractor, reference) -> dict:
+def _measure(cfg: StudyConfig, view: Path, T: float, extractor, reference, log=print, progress=False) -> dict:
     """Bits/dim of both priors from one set of PF-ODE solves, then each prior's samples."""
-    ev = evaluate_run(view, num_examples=cfg.num_examples, prior="aux", T=T, rtol=cfg.rtol, atol=cfg.atol)
+    log(f"T={T:g}: bits/dim of {cfg.num_examples} test images by the PF-ODE (both priors)")
+    ev = evaluate_run(view, num_examples=cfg.num_examples, prior="aux", T=T, rtol=cfg.rtol, atol=cfg.atol,
+                      progress=progress)
     out = {"num_examples": ev["num_examples"], "likelihood_nfe": ev["nfe_mean"], "rtol": cfg.rtol, "atol": cfg.atol}
     for prior, lk in (("noise", ev["likelihood_noise"]), ("aux", ev["likelihood"])):
         out.update({f"bpd_{prior}": lk["bpd"], f"bpd_sem_{prior}": lk["bpd_sem"],
@@ -85,15 +90,17 @@ def _measure(cfg: StudyConfig, view: Path, T: float, extractor, reference) -> di
                     f"elbo_bpd_bound_{prior}": ev[f"elbo_{prior}"].get("bpd_bound")})
     run = load_run(view)
     for prior in ("noise", "aux"):
-        out.update(_samples(cfg, run, T, prior, extractor, reference))
+        out.update(_samples(cfg, run, T, prior, extractor, reference, log, progress))
     return out
 
 
-def _samples(cfg: StudyConfig, run, T: float, prior: str, extractor, reference) -> dict:
+def _samples(cfg: StudyConfig, run, T: float, prior: str, extractor, reference, log=print, progress=False) -> dict:
     """Each sampler's NFE, time and FID/KID; the samples are kept in RUN/samples for a look."""
     out = {}
     for sampler in cfg.samplers:
-        s = sample.draw(run, sampler=sampler, num_samples=cfg.num_samples, seed=1, prior=prior, T=T)
+        log(f"T={T:g}: {cfg.num_samples} samples with {sampler} from the {prior} prior")
+        s = sample.draw(run, sampler=sampler, num_samples=cfg.num_samples, seed=1, prior=prior, T=T,
+                        progress=progress)
         sample.write(run, s.x, run.run_dir / "samples" / f"{sampler}-{prior}")
         out.update({f"nfe_{sampler}_{prior}": s.report["nfe"], f"seconds_{sampler}_{prior}": s.report["seconds"]})
         if extractor is not None:

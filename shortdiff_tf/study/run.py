@@ -25,8 +25,9 @@ from shortdiff_tf.study.config import StudyConfig
 
 
 def run_study(cfg: StudyConfig, study_dir, optimize: Optional[str] = None, optimize_steps: int = 2000,
-              log=print) -> dict:
-    """Run (or resume) the study; -> the study.json report."""
+              log=print, progress: bool = False) -> dict:
+    """Run (or resume) the study; -> the study.json report.  ``progress``: progress lines (stderr)
+    within each image point's Glow fit, likelihood batches and sampling."""
     study_dir = Path(study_dir)
     is_toy = cfg.dataset in toy.TOY.names()
     if not is_toy and cfg.reuse_score is None:
@@ -37,13 +38,14 @@ def run_study(cfg: StudyConfig, study_dir, optimize: Optional[str] = None, optim
     if optimize and not is_toy:
         raise ValueError("--optimize-T needs the toy data's exact draws; run it with --dataset gmm1d or gmm2d")
     with RunLock(study_dir / ".lock", "shortdiff study"):
-        return _run(cfg, study_dir, is_toy, optimize, optimize_steps, log)
+        return _run(cfg, study_dir, is_toy, optimize, optimize_steps, log, progress)
 
 
-def _run(cfg: StudyConfig, study_dir: Path, is_toy: bool, optimize, optimize_steps: int, log) -> dict:
+def _run(cfg: StudyConfig, study_dir: Path, is_toy: bool, optimize, optimize_steps: int, log,
+         progress: bool = False) -> dict:
     cfg.save(study_dir)
     start = time.perf_counter()
-    points = _toy_points(cfg, study_dir, log) if is_toy else _image_points(cfg, study_dir, log)
+    points = _toy_points(cfg, study_dir, log) if is_toy else _image_points(cfg, study_dir, log, progress)
     table = summary.by_T(points)
     report = {"config": dataclasses.asdict(cfg), "points": points,
               "summary": {str(T): v for T, v in table.items()},
@@ -88,13 +90,13 @@ def _toy_points(cfg, study_dir, log) -> list:
     return points
 
 
-def _image_points(cfg, study_dir, log) -> list:
+def _image_points(cfg, study_dir, log, progress=False) -> list:
     from shortdiff_tf import quality
     extractor = quality.load_extractor(cfg.extractor) if cfg.extractor else None
     reference = images.reference_images(cfg.reuse_score) if extractor is not None else None
     points = []
     for T in cfg.T_grid:
-        p = images.image_point(cfg, study_dir, T, extractor, reference, log=log)
+        p = images.image_point(cfg, study_dir, T, extractor, reference, log=log, progress=progress)
         log(f"T={T:<4g}: " + _line(p, IMAGE_LINE))
         points.append(p)
     return points
