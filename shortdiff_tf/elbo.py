@@ -19,61 +19,119 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from shortdiff_tf import bits
+from shortdiff_tf.priors.gaussian import expected_log_normal
 from shortdiff_tf.sde import SDE, bcast
 from shortdiff_tf.seeds import as_seed, split
 from shortdiff_tf.stats import Estimate
-from shortdiff_tf.timesteps import as_time, sample_time
+from shortdiff_tf.timesteps import as_time, sample_time, time_from_uniform
+
+
+CONTROL_VARIATES = ("optimal", "on", "off")
+DEFAULT_DRAWS = 16          # (t, e, x_T) draws per example in evaluation (benchmarks/elbo.py)
 
 
 @dataclasses.dataclass(frozen=True)
 class Draws:
-    """One draw of (t, e, e_T) per example: the prior-free part of the ELBO, float64.
+    """K draws of (t, e, e_T) per example: the prior-free part of the ELBO, float64.
 
-    ``I`` [B] estimates I(s, T); ``R`` is R(T) (a scalar tensor); ``x_T`` [B, ...] is
-    m_T x_0 + sqrt(s_T) e_T, a draw of p(x_T | x_0) at which each prior is scored.
+    Per example, averaged over its K draws: ``Y`` [B], the plain estimate of I(s, T)
+    (1/2 w g^2 |s + e/std|^2), and ``C`` [B], the control variate 1/2 w g^2 |e|^2 / s_t whose
+    mean ``I0`` is known exactly.  I = Y - beta (C - I0) for any fixed beta; ``beta`` is the one
+    chosen (``control``).  ``R`` is R(T); ``x_T`` [K, B, ...] are draws of p(x_T | x_0) =
+    N(``mean_T``, ``var_T`` I), mean_T = m_T x_0, at which a prior without a closed form is scored.
     """
-    I: tf.Tensor
+    Y: tf.Tensor
+    C: tf.Tensor
+    I0: tf.Tensor
+    beta: tf.Tensor
     R: tf.Tensor
     x_T: tf.Tensor
+    mean_T: tf.Tensor
+    var_T: tf.Tensor
+
+    @property
+    def I(self):
+        """Per-example estimate of I(s, T) [B]."""
+        return self.Y - self.beta * (self.C - self.I0)
 
     def elbo(self, prior_term):
         """Per-example L = prior term - I + R [B]."""
         return tf.cast(prior_term, tf.float64) - self.I + self.R
 
+    @staticmethod
+    def concat(parts, control: str = "optimal") -> "Draws":
+        """The draws of several batches as one, with beta chosen over all of them."""
+        cat = lambda name, axis=0: tf.concat([getattr(d, name) for d in parts], axis)
+        Y, C = cat("Y"), cat("C")
+        return Draws(Y, C, parts[0].I0, control_coefficient(Y, C, control), parts[0].R, cat("x_T", 1),
+                     cat("mean_T"), parts[0].var_T)
 
-def elbo_draws(sde: SDE, score_fn, x0, seed, T=None, importance: bool = True) -> Draws:
-    """I by Monte Carlo with a control variate, R in closed form, and x_T ~ p(x_T | x_0).
+
+def control_coefficient(Y, C, control: str = "optimal"):
+    """beta of I = Y - beta (C - I0): 1 ("on"), 0 ("off"), or ("optimal") the variance-minimising
+    Cov(Y, C) / Var(C) over the examples, held constant for gradients (an O(1/B) bias).
+
+    C takes out the |e|^2 / s_t part of |s + e/std|^2, which helps where s is far from -e/std
+    (smooth densities); on near-discrete data a good score nearly cancels e/std at small t, C and
+    Y move in opposite directions and beta = 1 adds a chi-squared term of about sqrt(2D).
+    """
+    if control not in CONTROL_VARIATES:
+        raise ValueError(f"unknown control variate {control!r}; choose one of {', '.join(CONTROL_VARIATES)}")
+    if control != "optimal":
+        return tf.constant(1.0 if control == "on" else 0.0, tf.float64)
+    Yc, Cc = Y - tf.reduce_mean(Y), C - tf.reduce_mean(C)
+    var = tf.reduce_mean(tf.square(Cc))
+    return tf.stop_gradient(tf.math.divide_no_nan(tf.reduce_mean(Yc * Cc), var))
+
+
+def stratified_time(sde: SDE, n, draws: int, seed, importance: bool = True, T=None):
+    """``draws`` times per example [draws n], draw-major: draw k of every example takes its uniform
+    from the stratum [k/K, (k+1)/K), so each example's K times cover [eps, T] evenly (under the
+    importance density when ``importance``); each draw keeps the weight w(t) = 1/q(t)."""
+    u = tf.random.stateless_uniform([draws * n], seed, dtype=tf.float64)
+    stratum = tf.cast(tf.repeat(tf.range(draws), n), tf.float64)
+    return time_from_uniform(sde, (stratum + u) / draws, importance, T, tf.float64)
+
+
+def elbo_draws(sde: SDE, score_fn, x0, seed, T=None, importance: bool = True, draws: int = 1,
+               control: str = "optimal") -> Draws:
+    """I by Monte Carlo over ``draws`` (t, e) per example (t stratified) with a control variate,
+    R in closed form, and ``draws`` x_T ~ p(x_T | x_0) per example.
 
     |s + e/std|^2 = |s|^2 + 2 s.e/std + |e|^2/s_t, and the last part has the known integral
     I_0 = (D/2) int g^2 / s_t dt = R - D log(m_T / m_eps) (because R - I_0 = int div f dt =
-    D log(m_T / m_eps)), so I = I_0 + 1/2 int g^2 E[|s|^2 + 2 s.e/std] dt with t drawn by
-    ``timesteps`` (log rho_t uniform when ``importance``).
+    D log(m_T / m_eps)); t is drawn by ``timesteps`` (log rho_t uniform when ``importance``).
     """
+    if draws < 1:
+        raise ValueError(f"--elbo-draws must be >= 1; got {draws}")
     seed = as_seed(seed)
     x0 = tf.convert_to_tensor(x0)
     dim = math.prod(x0.shape[1:])
     T = as_time(sde.T if T is None else T)
     eps = tf.constant(sde.eps, tf.float64)
-    t, w = sample_time(sde, tf.shape(x0)[0], split(seed, 0), importance, T, tf.float64)
-    e = tf.random.stateless_normal(tf.shape(x0), split(seed, 1), dtype=x0.dtype)
+    xk = tf.tile(x0, tf.concat([[draws], tf.ones_like(tf.shape(x0)[1:])], 0))       # [K B, ...], draw-major
+    t, w = stratified_time(sde, tf.shape(x0)[0], draws, split(seed, 0), importance, T)
+    e = tf.random.stateless_normal(tf.shape(xk), split(seed, 1), dtype=x0.dtype)
     t_x = tf.cast(t, x0.dtype)
-    s = score_fn(sde.perturb(x0, t_x, e), t_x)
-    inner = tf.reduce_sum(tf.square(s) + 2.0 * s * e / bcast(sde.std(t_x), x0), axis=tf.range(1, tf.rank(x0)))
+    s = score_fn(sde.perturb(xk, t_x, e), t_x)
+    axes = tf.range(1, tf.rank(x0))
+    weight = 0.5 * w * sde.g2(t)
+    per_example = lambda v: tf.reduce_mean(tf.reshape(v, [draws, -1]), 0)
+    Y = per_example(weight * tf.cast(tf.reduce_sum(tf.square(s + e / bcast(sde.std(t_x), x0)), axes), tf.float64))
+    C = per_example(weight * tf.cast(tf.reduce_sum(tf.square(e), axes), tf.float64) / sde.variance(t))
     R = 0.5 * dim * tf.math.log(sde.variance(T) / sde.variance(eps))
-    log_mean_ratio = tf.math.log(sde.mean_coef(T) / sde.mean_coef(eps))
-    I = 0.5 * w * sde.g2(t) * tf.cast(inner, tf.float64) + R - dim * log_mean_ratio
-    e_T = tf.random.stateless_normal(tf.shape(x0), split(seed, 2), dtype=tf.float64)
-    x_T = sde.mean_coef(T) * tf.cast(x0, tf.float64) + tf.sqrt(sde.variance(T)) * e_T
-    return Draws(I, R, x_T)
+    I0 = R - dim * tf.math.log(sde.mean_coef(T) / sde.mean_coef(eps))
+    mean_T = sde.mean_coef(T) * tf.cast(x0, tf.float64)
+    e_T = tf.random.stateless_normal(tf.concat([[draws], tf.shape(x0)], 0), split(seed, 2), dtype=tf.float64)
+    x_T = mean_T + tf.sqrt(sde.variance(T)) * e_T
+    return Draws(Y, C, I0, control_coefficient(Y, C, control), R, x_T, mean_T, sde.variance(T))
 
 
-def noise_log_prob(sde: SDE, x, T=None):
-    """log p_noise(x) = log N(x; 0, v_T I) per example, float64, differentiable in a tensor T."""
+def noise_prior_term(sde: SDE, draws: Draws, T=None):
+    """E_{x_T ~ p(x_T | x_0)} log p_noise(x_T) in closed form [B], differentiable in a tensor T:
+    -(|m_T x_0|^2 + D s_T) / (2 v_T) - (D/2) log(2 pi v_T)."""
     T = as_time(sde.T if T is None else T)
-    x = tf.cast(x, tf.float64)
-    v = sde.prior_variance_at(T)
-    dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float64)
-    return -0.5 * tf.reduce_sum(tf.square(x), axis=tf.range(1, tf.rank(x))) / v - 0.5 * dim * tf.math.log(2 * math.pi * v)
+    return expected_log_normal(draws.mean_T, draws.var_T, 0.0, sde.prior_variance_at(T))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,17 +145,20 @@ class ELBO:
     eps: float
     dim: int
     num_samples: int
+    draws: int = 1
+    beta: float = 1.0
 
     @staticmethod
     def of(sde: SDE, draws: Draws, prior_term) -> "ELBO":
         L = draws.elbo(prior_term)
         return ELBO(Estimate.of(L), Estimate.of(prior_term), Estimate.of(draws.I), float(draws.R), sde.T, sde.eps,
-                    math.prod(draws.x_T.shape[1:]), int(L.shape[0]))
+                    math.prod(draws.mean_T.shape[1:]), int(L.shape[0]), int(draws.x_T.shape[0]), float(draws.beta))
 
     def as_dict(self) -> dict:
         return {"elbo": self.elbo.mean, "elbo_sem": self.elbo.sem, "prior_term": self.prior_term.mean,
                 "prior_term_sem": self.prior_term.sem, "I": self.I.mean, "I_sem": self.I.sem,
-                "R": self.R, "T": self.T, "eps": self.eps, "dim": self.dim, "num_samples": self.num_samples}
+                "R": self.R, "T": self.T, "eps": self.eps, "dim": self.dim, "num_samples": self.num_samples,
+                "draws_per_example": self.draws, "control_beta": self.beta}
 
     def bits_per_dim(self, data_range: float = 2.0, bits_per_pixel: int = 8) -> float:
         """-L / (D ln 2) + offset: an upper bound on bits/dim (see ``bits``)."""
@@ -105,27 +166,37 @@ class ELBO:
 
 
 def prior_terms(draws: Draws, priors: Dict[str, object], dtype=tf.float32) -> Dict[str, tf.Tensor]:
-    """log prior(x_T) [B] for each named prior, at the same draws x_T."""
-    return {name: tf.cast(p.log_prob(tf.cast(draws.x_T, dtype)), tf.float64) for name, p in priors.items()}
+    """E log prior(x_T) [B] for each named prior: in closed form for a Gaussian prior (p_noise, or
+    a fitted diagonal Gaussian: ``expected_log_prob``), else the mean over the K draws x_T."""
+    out = {}
+    for name, p in priors.items():
+        if hasattr(p, "expected_log_prob"):
+            out[name] = tf.cast(p.expected_log_prob(draws.mean_T, draws.var_T), tf.float64)
+            continue
+        k, flat = tf.shape(draws.x_T)[0], tf.reshape(draws.x_T, tf.concat([[-1], tf.shape(draws.x_T)[2:]], 0))
+        logp = tf.cast(p.log_prob(tf.cast(flat, dtype)), tf.float64)
+        out[name] = tf.reduce_mean(tf.reshape(logp, [k, -1]), 0)
+    return out
 
 
 def elbos(sde: SDE, score_fn, priors: Dict[str, object], x0, seed=0, importance: bool = True,
-          batch_size: Optional[int] = None) -> Dict[str, ELBO]:
+          batch_size: Optional[int] = None, draws: int = 1, control: str = "optimal") -> Dict[str, ELBO]:
     """The ELBO under each named prior from one set of draws (I and R are shared): a paired
-    comparison.  With ``batch_size`` the examples go through in batches (memory bounded by the
-    batch), batch i drawing from ``split(seed, i)``."""
+    comparison.  ``draws`` (t, e, x_T) per example; with ``batch_size`` the examples go through in
+    batches (memory bounded by the batch times ``draws``), batch i drawing from ``split(seed, i)``."""
     x0 = tf.convert_to_tensor(x0)
     n = int(x0.shape[0])
     starts = [0] if batch_size is None else range(0, n, batch_size)
     parts = [elbo_draws(sde, score_fn, x0[i: i + (batch_size or n)], seed if batch_size is None else split(seed, i),
-                        importance=importance) for i in starts]
-    draws = Draws(tf.concat([d.I for d in parts], 0), parts[0].R, tf.concat([d.x_T for d in parts], 0))
-    return {name: ELBO.of(sde, draws, term) for name, term in prior_terms(draws, priors, x0.dtype).items()}
+                        importance=importance, draws=draws, control=control) for i in starts]
+    d = Draws.concat(parts, control)
+    return {name: ELBO.of(sde, d, term) for name, term in prior_terms(d, priors, x0.dtype).items()}
 
 
-def elbo(sde: SDE, score_fn, prior, x0, seed=0, importance: bool = True) -> ELBO:
-    """L(s, T) (or L_phi with the auxiliary prior) with one MC draw of (t, e) per example of x0."""
-    return elbos(sde, score_fn, {"prior": prior}, x0, seed, importance)["prior"]
+def elbo(sde: SDE, score_fn, prior, x0, seed=0, importance: bool = True, draws: int = 1,
+         control: str = "optimal") -> ELBO:
+    """L(s, T) (or L_phi with the auxiliary prior) with ``draws`` MC draws of (t, e) per example of x0."""
+    return elbos(sde, score_fn, {"prior": prior}, x0, seed, importance, draws=draws, control=control)["prior"]
 
 
 def score_gap(sde: SDE, score_fn, true_score_fn, x0, seed=0, importance: bool = True) -> Estimate:

@@ -22,6 +22,16 @@ def check_event_shape(x, event_shape) -> None:
                          f"{list(event_shape)}")
 
 
+def expected_log_normal(mean, variance, loc, scale_sq):
+    """E_{x ~ N(mean, variance I)} log N(x; loc, diag(scale_sq)) per example [B] (mean [B, ...]):
+
+      -1/2 sum_i [((mean_i - loc_i)^2 + variance) / scale_sq_i + log(2 pi scale_sq_i)].
+    """
+    variance, loc, scale_sq = (tf.cast(v, mean.dtype) for v in (variance, loc, scale_sq))
+    terms = (tf.square(mean - loc) + variance) / scale_sq + tf.math.log(2 * math.pi * scale_sq)
+    return -0.5 * tf.reduce_sum(terms + tf.zeros_like(mean), axis=tf.range(1, tf.rank(mean)))
+
+
 class GaussianPrior(tf.Module):
     """log N(x; mean, diag(std^2)) = -sum((x - mean)^2 / (2 std^2)) - sum(log std) - D/2 log(2 pi).
 
@@ -44,6 +54,11 @@ class GaussianPrior(tf.Module):
         check_event_shape(x, self.event_shape)
         z = (x - tf.constant(self.mean, x.dtype)) / tf.constant(self.std, x.dtype)
         return -0.5 * tf.reduce_sum(tf.square(z), axis=event_axes(x, len(self.event_shape))) + self._norm
+
+    def expected_log_prob(self, mean, variance):
+        """E log p(x) for x ~ N(mean, variance I) [B], in closed form (``expected_log_normal``)."""
+        return expected_log_normal(mean, variance, tf.constant(self.mean, mean.dtype),
+                                   tf.constant(np.square(self.std), mean.dtype))
 
     def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32):
         """n draws of shape event_shape; ``temperature`` scales the std."""

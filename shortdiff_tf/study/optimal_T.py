@@ -40,7 +40,7 @@ def u_of(T: float, eps: float, T_max: float) -> float:
 def elbo_in_T(sde: SDE, score, x0, T, seed):
     """Per-example estimate of L(s, T) with p_noise [B], differentiable in the scalar tensor T."""
     draws = elbo_lib.elbo_draws(sde, score, x0, seed, T=T, importance=True)
-    return draws.elbo(elbo_lib.noise_log_prob(sde, draws.x_T, T))
+    return draws.elbo(elbo_lib.noise_prior_term(sde, draws, T))
 
 
 def optimize_T(sde: SDE, score, variables, data, mode: str = "joint", steps: int = 2000, T_init: float = 0.5,

@@ -1,0 +1,86 @@
+"""The ELBO's standard error against the exact log-likelihood's, on the same test images.
+
+For a trained run: the PF-ODE log-likelihood of ``--num-examples`` test images (one
+dequantisation and one probe each) and, on the same dequantised images, the ELBO with p_noise
+and with the run's auxiliary prior for each estimator setting: the control variate (on: beta =
+1, off: beta = 0, optimal: the variance-minimising beta), K (t, e, x_T) draws per example, and
+the Gaussian prior term in closed form or by one Monte Carlo draw (the estimator before this
+benchmark: control on, K = 1, Monte Carlo).  Target: the ELBO's standard error over examples at
+most 2 x the exact log-likelihood's.
+
+    python benchmarks/elbo.py --workdir RUN [--num-examples 64] [--draws 1,4,16] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write  # noqa: E402
+
+TARGET = 2.0
+CONTROLS = ("on", "off", "optimal")
+
+
+class MonteCarloOnly:
+    """A prior seen only through log_prob: its term is estimated at the drawn x_T."""
+
+    def __init__(self, prior):
+        self.log_prob = prior.log_prob
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--num-examples", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--draws", default="1,4,16")
+    ap.add_argument("--controls", default=",".join(CONTROLS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    from shortdiff_tf import data as data_lib, elbo, likelihood, stats
+    from shortdiff_tf.app.evaluate import load_eval_data, padded_call
+    from shortdiff_tf.app.runs import load_run, resolve_prior
+    from shortdiff_tf.seeds import split
+
+    run = load_run(args.workdir)
+    images = load_eval_data(run, None, "test", args.num_examples)
+    x = data_lib.to_model_space(images, split(args.seed, 0))
+    aux, T, aux_name = resolve_prior(run, "auto")
+    sde, score = run.sde(T), run.score_fn(T)
+    noise = sde.prior(run.shape)
+    est = likelihood.LikelihoodEstimator(sde, score, noise)
+    start = time.perf_counter()
+    parts = [padded_call(est, x[i: i + args.batch_size], min(args.batch_size, len(x)), split(args.seed, 1 + i))
+             for i in range(0, len(x), args.batch_size)]
+    ll = likelihood.concatenate(parts)
+    exact = {"noise": ll.log_prob, "aux": ll.delta_logp + aux.log_prob(ll.x_T)}
+    exact_sem = {k: stats.standard_error(v) for k, v in exact.items()}
+    print(f"exact log-likelihood ({time.perf_counter() - start:.0f} s): "
+          + ", ".join(f"{k} {float(v.numpy().mean()):.2f} +- {exact_sem[k]:.2f}" for k, v in exact.items()))
+    rows = []
+    settings = [("on", 1, "monte carlo")] + [(c, int(k), "closed form") for c in args.controls.split(",")
+                                              for k in args.draws.split(",")]
+    for control, draws, term in settings:
+        priors = {"noise": MonteCarloOnly(noise) if term == "monte carlo" else noise, "aux": aux}
+        start = time.perf_counter()
+        res = elbo.elbos(sde, score, priors, x, split(args.seed, 10**6), batch_size=args.batch_size,
+                         draws=draws, control=control)
+        row = {"control": control, "draws": draws, "noise_term": term, "seconds": time.perf_counter() - start}
+        for name, e in res.items():
+            row[name] = {**e.as_dict(), "sem_over_exact": e.elbo.sem / exact_sem[name]}
+        rows.append(row)
+        print(f"control {control:7} K={draws:<3} p_noise term {term:11}: " + ", ".join(
+            f"{name} ELBO {row[name]['elbo']:.2f} +- {row[name]['elbo_sem']:.2f} (I +- {row[name]['I_sem']:.2f}, "
+            f"{row[name]['sem_over_exact']:.2f} x exact's)" for name in res) + f", beta {row['noise']['control_beta']:.3f}")
+    write("elbo", {"config": vars(args), "T": T, "aux_prior": aux_name, "num_examples": len(x),
+                   "exact": {k: {"mean": float(v.numpy().mean()), "sem": exact_sem[k]} for k, v in exact.items()},
+                   "nfe": ll.nfe, "target_sem_ratio": TARGET, "results": rows}, args.out)
+
+
+if __name__ == "__main__":
+    main()
