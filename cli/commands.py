@@ -144,19 +144,27 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, 
               help="Divergence of the PF-ODE drift: Hutchinson-Skilling or exact (low dimension).")
 @click.option("--seed", type=int, default=0, help="Seed of dequantisation, probes and ELBO draws.")
 @click.option("--T", "T", type=T_RANGE, default=None, help="Evaluate with a shorter T than trained.")
+@click.option("--repeats", type=click.IntRange(1, 1000), default=1,
+              help="Likelihood passes per example (new dequantisation and probe each), averaged per example.")
+@click.option("--elbo-draws", type=click.IntRange(1, 4096), default=16,
+              help="ELBO: (t, e, x_T) draws per example, t stratified.  [default: 16]")
+@click.option("--control-variate", type=click.Choice(["optimal", "on", "off"]), default="optimal",
+              help="ELBO: the |e|^2/s_t control variate of I with the variance-minimising coefficient, "
+                   "or with coefficient 1 (on) or 0 (off).  [default: optimal]")
 @prior_option
 @click.option("--no-progress", is_flag=True, help="No progress line per batch.")
 @json_option
 @friendly
 def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, rtol, atol, divergence, seed, T,
-             prior, no_progress, as_json):
+             repeats, elbo_draws, control_variate, prior, no_progress, as_json):
     """Bits/dim by the probability-flow ODE, and the ELBO, with their terms.
     e.g.  shortdiff evaluate --workdir runs/digits-vp-T0.4 --num-examples 64"""
     checks.trained_run(workdir)
     load_tensorflow()
     from shortdiff_tf.app.evaluate import evaluate_run
     r = evaluate_run(workdir, dataset, split_name, num_examples, batch_size, rtol, atol, divergence, seed, T,
-                     data_dir, prior, progress=not no_progress)
+                     data_dir, prior, progress=not no_progress, elbo_draws=elbo_draws, control=control_variate,
+                     repeats=repeats)
     report(r, as_json, _evaluate_lines(r))
 
 
@@ -205,8 +213,11 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, glow_levels
 def _evaluate_lines(r: dict):
     ll = r["likelihood"]
     head = (f"{r['dataset']}/{r['split']}, {r['num_examples']} examples, T={r['T']:g}, eps={r['eps']:g}, "
-            f"rtol={r['rtol']:g}, atol={r['atol']:g}, NFE {r['nfe_mean']:.0f}, prior {r['prior']}")
+            f"rtol={r['rtol']:g}, atol={r['atol']:g}, NFE {r['nfe_mean']:.0f}, prior {r['prior']}, "
+            f"{r['repeats']} pass(es) per example")
     lines = [head]
+    if r["resumed_batches"]:
+        lines.append(f"resumed: {r['resumed_batches']} finished batches read from {r['store']}")
     if "bpd" in ll:
         lines.append(f"bits/dim {ll['bpd']:.4f} ± {ll['bpd_sem']:.4f}  = prior at T {ll['bpd_prior_T']:.4f}"
                      f" + ODE {ll['bpd_ode']:.4f} + offset {ll['bpd_offset']:.1f}")
@@ -221,7 +232,8 @@ def _evaluate_lines(r: dict):
             e = r[name]
             bound = f", bits/dim bound {e['bpd_bound']:.4f}" if "bpd_bound" in e else ""
             lines.append(f"ELBO {label} {e['elbo']:.3f} ± {e['elbo_sem']:.3f} nats = prior term "
-                         f"{e['prior_term']:.3f} - I {e['I']:.3f} + R {e['R']:.3f}{bound}")
+                         f"{e['prior_term']:.3f} - I {e['I']:.3f} + R {e['R']:.3f}{bound} "
+                         f"({e['draws_per_example']} draws per example, control coefficient {e['control_beta']:.3f})")
     return lines
 
 

@@ -51,9 +51,12 @@ RUNS = [
                 "--no-progress", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--dataset", "gmm1d", "--data-dir", "{tmp}", "--split", "test",
                   "--num-examples", "4", "--batch-size", "2", "--rtol", "1e-3", "--atol", "1e-3",
-                  "--divergence", "hutchinson", "--seed", "1", "--prior", "aux", "--json"]),
+                  "--divergence", "hutchinson", "--seed", "1", "--prior", "aux", "--elbo-draws", "3",
+                  "--control-variate", "on", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--divergence", "exact", "--num-examples", "4", "--prior", "noise",
-                  "--T", "0.5", "--json"]),
+                  "--T", "0.5", "--control-variate", "off", "--json"]),
+    ("evaluate", ["--workdir", "{toy}", "--num-examples", "3", "--control-variate", "optimal", "--elbo-draws", "1",
+                  "--repeats", "2", "--no-progress", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--prior", "auto", "--num-examples", "2", "--no-progress", "--json"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x1", "--prior", "auto", "--rtol", "1e-3", "--atol", "1e-3",
                 "--json"]),
@@ -159,6 +162,11 @@ def check(command: str, args: list, output: str, tmp):
     if command == "evaluate":
         assert np.isfinite(report["likelihood"]["log_prob"]) and report["divergence"] == opts.get("--divergence",
                                                                                                    "hutchinson")
+        assert report["repeats"] == int(opts.get("--repeats", 1))
+        from shortdiff_tf.elbo import DEFAULT_DRAWS
+        e = report["elbo_noise"]
+        assert e["draws_per_example"] == int(opts.get("--elbo-draws", DEFAULT_DRAWS)) and np.isfinite(e["elbo"])
+        assert e["control_beta"] == {"on": 1.0, "off": 0.0}.get(opts.get("--control-variate"), e["control_beta"])
     if command == "fit-prior" and report:
         assert report["kind"] == opts["--prior"] and ("effective_components" in report) == (opts["--prior"] == "dpgmm")
     if command == "export":

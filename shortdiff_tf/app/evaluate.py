@@ -11,8 +11,10 @@ import numpy as np
 import tensorflow as tf
 
 from shortdiff_tf import data as data_lib, elbo as elbo_lib, likelihood
+from shortdiff_tf.app.eval_store import EvalStore
 from shortdiff_tf.app.runs import load_run, resolve_prior
 from shortdiff_tf.progress import Progress
+from shortdiff_tf.runlock import RunLock
 from shortdiff_tf.seeds import split
 from shortdiff_tf.stats import standard_error
 
@@ -31,12 +33,16 @@ def load_eval_data(run, dataset: Optional[str], split_name: str, num_examples: i
 def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test", num_examples: int = 64,
                  batch_size: int = 32, rtol: float = 1e-5, atol: float = 1e-5, divergence: str = "hutchinson",
                  seed: int = 0, T: Optional[float] = None, data_dir: Optional[str] = None,
-                 prior: str = "auto", progress: bool = False) -> dict:
-    """PF-ODE log-likelihood per example (one dequantisation and one Hutchinson probe each) with the
-    chosen prior at T as the prior term, and the ELBO on the same examples with p_noise (L) and,
-    when the run has one, the auxiliary prior (L_phi) from the same (t, e) draws.  With the
-    auxiliary prior the likelihood under p_noise is reported too (``likelihood_noise``), from the
-    same ODE solves."""
+                 prior: str = "auto", progress: bool = False, elbo_draws: int = elbo_lib.DEFAULT_DRAWS,
+                 control: str = "optimal", repeats: int = 1) -> dict:
+    """PF-ODE log-likelihood per example (``repeats`` passes of one dequantisation and one
+    Hutchinson probe each, averaged per example: ScoreSDE's protocol) with the chosen prior at T
+    as the prior term, and the ELBO on the same examples with p_noise (L) and, when the run has
+    one, the auxiliary prior (L_phi) from the same (t, e) draws.  With the auxiliary prior the
+    likelihood under p_noise is reported too (``likelihood_noise``), from the same ODE solves.
+    Each finished batch is kept under RUN/evaluations/ (``eval_store``): a rerun resumes."""
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1; got {repeats}")
     run = load_run(run_dir)
     arr = load_eval_data(run, dataset, split_name, num_examples, data_dir)
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
@@ -44,27 +50,63 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     x_all = data_lib.to_model_space(arr, split(seed, 0))
     start = time.perf_counter()
     est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence)
-    bar, parts = Progress(len(arr), enabled=progress, unit=" examples"), []
-    for i in range(0, len(arr), batch_size):
-        parts.append(padded_call(est, x_all[i: i + batch_size], min(batch_size, len(arr)), split(seed, 1 + i)))
-        bar.update(min(i + batch_size, len(arr)), f"PF-ODE likelihood, NFE {parts[-1].nfe}, "
-                                                 f"{time.perf_counter() - start:.0f}s")
+    store = EvalStore(run.run_dir, {"dataset": dataset or run.cfg.data.dataset, "split": split_name,
+                                    "num_examples": len(arr), "batch_size": batch_size, "rtol": rtol, "atol": atol,
+                                    "divergence": divergence, "seed": seed, "T": sde.T, "prior": prior_name,
+                                    "checkpoint_step": run.step, "data_dir": str(data_dir)})
+    bar = Progress(len(arr) * repeats, enabled=progress, unit=" examples")
+    with RunLock(store.dir / ".lock", "shortdiff evaluate"):
+        store.open()
+        done = [likelihood_pass(est, arr, repeat_seed(seed, r), r, batch_size, store, bar) for r in range(repeats)]
     bar.close()
+    passes = [d[0] for d in done]
+    parts = [p for ps in passes for p in ps]
     report = {"dataset": dataset or run.cfg.data.dataset, "split": split_name, "num_examples": len(arr),
-              "T": sde.T, "eps": sde.eps, "rtol": rtol, "atol": atol, "divergence": divergence,
+              "T": sde.T, "eps": sde.eps, "rtol": rtol, "atol": atol, "divergence": divergence, "repeats": repeats,
               "nfe_mean": float(np.mean([p.nfe for p in parts])), "seconds": time.perf_counter() - start,
+              "resumed_batches": sum(d[1] for d in done), "store": str(store.dir),
               "checkpoint_step": run.step, "prior": prior_name, "dim": math.prod(run.shape)}
     is_image = arr.dtype == np.uint8
     noise = sde.prior(run.shape)
-    report["likelihood"] = likelihood_terms(parts, is_image)
+    report["likelihood"] = likelihood_terms(average_passes(passes), is_image)
     priors = {"noise": noise}
     if prior_name != "noise":             # p_noise on the same ODE solves: a paired comparison
-        report["likelihood_noise"] = likelihood_terms(swap_prior(parts, noise), is_image)
+        report["likelihood_noise"] = likelihood_terms(average_passes([swap_prior(p, noise) for p in passes]), is_image)
         priors["aux"] = prior_obj
-    for name, e in elbo_lib.elbos(sde, score, priors, x_all, split(seed, 10**6), batch_size=batch_size).items():
+    for name, e in elbo_lib.elbos(sde, score, priors, x_all, split(seed, 10**6), batch_size=batch_size,
+                                  draws=elbo_draws, control=control).items():
         report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(data_lib.RANGE)} if is_image else {})}
     report["elbo"] = report["elbo_aux" if prior_name != "noise" else "elbo_noise"]
     return report
+
+
+def repeat_seed(seed, r: int):
+    """The seed of pass r: the evaluation's seed for the first, so one pass is the single-pass result."""
+    return seed if r == 0 else split(seed, 2**20 + r)
+
+
+def likelihood_pass(est, arr, seed, repeat: int, batch_size: int, store: EvalStore, bar) -> list:
+    """One dequantisation and one probe per example, batch by batch; stored batches are loaded,
+    new ones are stored as they finish.  -> (batches, how many were loaded)."""
+    x_all, parts, loaded, start = data_lib.to_model_space(arr, split(seed, 0)), [], 0, time.perf_counter()
+    for i in range(0, len(arr), batch_size):
+        ll = store.load(repeat, i, est)
+        loaded += ll is not None
+        if ll is None:
+            ll = padded_call(est, x_all[i: i + batch_size], min(batch_size, len(arr)), split(seed, 1 + i))
+            store.save(repeat, i, ll)
+        parts.append(ll)
+        bar.update(repeat * len(arr) + min(i + batch_size, len(arr)),
+                   f"PF-ODE likelihood, pass {repeat + 1}, NFE {ll.nfe}, {time.perf_counter() - start:.0f}s")
+    return parts, loaded
+
+
+def average_passes(passes) -> list:
+    """Per batch, the mean over passes of each example's terms (x_T of the first pass)."""
+    mean = lambda name, j: tf.reduce_mean(tf.stack([getattr(p[j], name) for p in passes]), 0)
+    return [dataclasses.replace(passes[0][j], log_prob=mean("log_prob", j), prior_logp=mean("prior_logp", j),
+                                delta_logp=mean("delta_logp", j),
+                                nfe=int(round(np.mean([p[j].nfe for p in passes])))) for j in range(len(passes[0]))]
 
 
 def padded_call(est, x, size: int, seed) -> likelihood.LogLikelihood:
