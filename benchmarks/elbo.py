@@ -73,6 +73,8 @@ def main(argv=None):
         row = {"control": control, "draws": draws, "noise_term": term, "seconds": time.perf_counter() - start}
         for name, e in res.items():
             row[name] = {**e.as_dict(), "sem_over_exact": e.elbo.sem / exact_sem[name]}
+        gain = res["aux"].minus(res["noise"])
+        row["aux_minus_noise"] = {"mean": gain.mean, "sem": gain.sem}
         rows.append(row)
         print(f"control {control:7} K={draws:<3} p_noise term {term:11}: " + ", ".join(
             f"{name} ELBO {row[name]['elbo']:.2f} +- {row[name]['elbo_sem']:.2f} (I +- {row[name]['I_sem']:.2f}, "

@@ -234,6 +234,9 @@ def _evaluate_lines(r: dict):
             lines.append(f"ELBO {label} {e['elbo']:.3f} ± {e['elbo_sem']:.3f} nats = prior term "
                          f"{e['prior_term']:.3f} - I {e['I']:.3f} + R {e['R']:.3f}{bound} "
                          f"({e['draws_per_example']} draws per example, control coefficient {e['control_beta']:.3f})")
+    if "elbo_aux_minus_noise" in r:
+        d = r["elbo_aux_minus_noise"]
+        lines.append(f"L_phi - L {d['mean']:.3f} ± {d['sem']:.3f} nats (paired: the same draws, the prior term only)")
     return lines
 
 

@@ -61,6 +61,9 @@ def test_proposition_1_exact_prior_beats_p_noise(name):
     kl = elbo_lib.kl_divergence(p_T.log_prob, sde.prior([2]).log_prob, p_T.sample(N, 4, dtype=tf.float64))
     assert aux.elbo.mean > std.elbo.mean and kl.mean > 0
     assert abs(gain - kl.mean) < 5 * combined(aux.prior_term, std.prior_term, kl)
+    paired = aux.minus(std)             # the same draws: the difference's error bar is the prior terms' only
+    assert paired.mean == pytest.approx(aux.elbo.mean - std.elbo.mean) and paired.sem < math.hypot(aux.elbo.sem, std.elbo.sem)
+    assert abs(paired.mean - kl.mean) < 5 * math.hypot(paired.sem, kl.sem) + 0.01
 
 
 @pytest.mark.parametrize("name", SDE_NAMES)

@@ -167,6 +167,9 @@ def check(command: str, args: list, output: str, tmp):
         e = report["elbo_noise"]
         assert e["draws_per_example"] == int(opts.get("--elbo-draws", DEFAULT_DRAWS)) and np.isfinite(e["elbo"])
         assert e["control_beta"] == {"on": 1.0, "off": 0.0}.get(opts.get("--control-variate"), e["control_beta"])
+        if "elbo_aux" in report:                                  # paired: the difference of the prior terms
+            gain = report["elbo_aux_minus_noise"]
+            assert gain["mean"] == pytest.approx(report["elbo_aux"]["prior_term"] - e["prior_term"], abs=1e-6)
     if command == "fit-prior" and report:
         assert report["kind"] == opts["--prior"] and ("effective_components" in report) == (opts["--prior"] == "dpgmm")
     if command == "export":

@@ -73,9 +73,13 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     if prior_name != "noise":             # p_noise on the same ODE solves: a paired comparison
         report["likelihood_noise"] = likelihood_terms(average_passes([swap_prior(p, noise) for p in passes]), is_image)
         priors["aux"] = prior_obj
-    for name, e in elbo_lib.elbos(sde, score, priors, x_all, split(seed, 10**6), batch_size=batch_size,
-                                  draws=elbo_draws, control=control).items():
+    elbos = elbo_lib.elbos(sde, score, priors, x_all, split(seed, 10**6), batch_size=batch_size, draws=elbo_draws,
+                           control=control)
+    for name, e in elbos.items():
         report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(data_lib.RANGE)} if is_image else {})}
+    if "aux" in elbos:
+        gain = elbos["aux"].minus(elbos["noise"])
+        report["elbo_aux_minus_noise"] = {"mean": gain.mean, "sem": gain.sem}
     report["elbo"] = report["elbo_aux" if prior_name != "noise" else "elbo_noise"]
     return report
 
