@@ -130,10 +130,12 @@ def main(argv=None):
 
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / "fid_vs_nfe.json"
     partial = out.with_suffix(".partial.jsonl")
+    runs = args.runs.split(",")
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
+    rows = [r for r in rows if r["run"] in runs]                # points of other runs are not this benchmark's
     extractor = quality.load_extractor(args.classifier)
     floors = {}
-    for run_dir in args.runs.split(","):
+    for run_dir in runs:
         run = load_run(run_dir)
         reference = reference_images(run_dir)
         data = run.cfg.data
@@ -144,7 +146,8 @@ def main(argv=None):
         for prior in ("noise", "aux"):
             for sampler, steps, tol in points(run.cfg.sde.T, args.samplers.split(",")):
                 key = (run.cfg.sde.T, prior, sampler, steps, tol)
-                if any((r["T"], r["prior"].split(":")[0], r["sampler"], r["steps"], r["rtol"]) == key for r in rows):
+                if any((r["T"], r["prior"].split(":")[0], r["sampler"], r["steps"], r["rtol"]) == key
+                       and r["run"] == str(run_dir) for r in rows):
                     continue
                 r = measure(run, prior, sampler, steps, tol, args.num_samples, extractor, reference)
                 r["run"] = str(run_dir)
