@@ -56,6 +56,27 @@ def rows():
                     f"{ex['exported_images_per_s']:.2f} vs library {ex['library_images_per_s']:.2f} img/s, "
                     f"time ratio {ex['time_ratio_exported_over_library']:.3f}",
                     f"<= {ex['target_time_ratio']}: {verdict(ex['meets_target'])}", ex["date"]))
+        for name, r in ex.get("first_calls_after_load", {}).items():
+            out.append((f"exported {name} signature, first call after load",
+                        f"{r['first_call_s']:.1f} s against {r['warm_s']:.1f} s warm = {r['first_over_warm']:.2f} x",
+                        f"<= 1.3 x: {verdict(r['meets_target'])}", ex["date"]))
+    sv = load("solver")
+    if sv:
+        for r in sv["results"]:
+            o = r["ours"]
+            out.append((f"likelihood solver, {r['preset']} preset, batch {r['batch']}, rtol {r['rtol']:g}",
+                        f"NFE {o['nfe']} = {o['nfe_over_scipy']:.3f} x scipy's; first call {o['first_call_s']:.1f} s "
+                        f"= {o['first_over_warm']:.2f} x warm",
+                        f"NFE <= 1.05 x: {verdict(r['meets_nfe_target'])}; first call <= 1.3 x: "
+                        f"{verdict(r['meets_first_call_target'])}", sv["date"]))
+    el = load("elbo")
+    if el:
+        best = next(r for r in el["results"] if r["control"] == "optimal" and r["draws"] == 16)
+        out.append((f"ELBO standard error, {el['num_examples']} test images, T = {el['T']:g}, K = 16, optimal beta",
+                    f"{best['noise']['sem_over_exact']:.2f} x the exact log-likelihood's (one draw, beta = 1: "
+                    f"{el['results'][0]['noise']['sem_over_exact']:.2f} x)",
+                    f"<= {el['target_sem_ratio']} x: {verdict(best['noise']['sem_over_exact'] <= el['target_sem_ratio'])}",
+                    el["date"]))
     return out
 
 
