@@ -38,6 +38,9 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_summary_and_repeats_av
     resumed = evaluate.evaluate_run(killed, **KW)
     assert resumed["resumed_batches"] == 3 and len(calls) == 3          # 2 passes x 3 batches in all
     _same(resumed, full)
+    stored = sorted((killed / "evaluations").glob("*/r*-b*.npz"))
+    assert len(stored) == 6 and all(set(np.load(f).files) == {"x_T", "delta_logp", "nfe"} for f in stored)
+    # no prior density is stored: a refitted prior is scored afresh at the stored x_T
     # --repeats: pass 1 uses the evaluation's seed, so one pass is pass 1 of the two, loaded from the
     # store; the two-pass value per example is the mean of both passes, and pass 2 differs
     one = evaluate.evaluate_run(killed, **{**KW, "repeats": 1})

@@ -2,11 +2,12 @@
 killed evaluation resumes where it stopped and gives the summary an uninterrupted one gives.
 
     RUN/evaluations/<key>/settings.json          what was asked (the key is its hash)
-    RUN/evaluations/<key>/r<repeat>-b<start>.npz  one PF-ODE batch: x_T, delta log p, log prior, NFE
+    RUN/evaluations/<key>/r<repeat>-b<start>.npz  one PF-ODE batch: x_T, delta log p, NFE
 
 Every random draw of a batch is a function of (seed, repeat, batch start), so a stored batch and
-a recomputed one are the same numbers.  Files are written atomically; the directory is locked
-while an evaluation runs in it.
+a recomputed one are the same numbers.  The prior's log-density at x_T is not stored but
+recomputed on loading, so a refitted prior is never scored from a stale file.  Files are
+written atomically; the directory is locked while an evaluation runs in it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import tensorflow as tf
 from shortdiff_tf import likelihood
 from shortdiff_tf.files import atomic_write, atomic_write_json
 
-FIELDS = ("x_T", "delta_logp", "prior_logp")
+FIELDS = ("x_T", "delta_logp")
 
 
 class EvalStore:
@@ -51,7 +52,8 @@ class EvalStore:
                 nfe = int(f["nfe"])
         except (OSError, ValueError, KeyError):
             return None
-        return likelihood.LogLikelihood(a["prior_logp"] + a["delta_logp"], a["prior_logp"], a["delta_logp"], a["x_T"],
+        prior_logp = tf.cast(est.prior.log_prob(a["x_T"]), a["delta_logp"].dtype)
+        return likelihood.LogLikelihood(prior_logp + a["delta_logp"], prior_logp, a["delta_logp"], a["x_T"],
                                         nfe, est.sde.T, est.sde.eps, est.rtol, est.atol, est.divergence)
 
     def save(self, repeat: int, start: int, ll: likelihood.LogLikelihood) -> None:
