@@ -48,7 +48,7 @@ SAFETY, MIN_FACTOR, MAX_FACTOR, EXPONENT = 0.9, 0.2, 10.0, -1 / 5
 
 # Evaluation rows: 0 = f(t0, y0); 1 = f(t0 + h0, y0 + h0 f0), the probe of the first step size;
 # 2..7 = the stages k_2..k_7 of an attempt (k_1 = K_0 is the previous step's last stage).
-INIT, PROBE, FIRST_STAGE, LAST_STAGE = 0, 1, 2, 7
+FIRST_STAGE, LAST_STAGE = 2, 7
 ROW_C = (0.0, 1.0) + C[1:]
 ROW_A = ((), (1.0,)) + A[1:]
 
@@ -95,7 +95,7 @@ def _solve(fn, t0, t1, y0, rtol, atol, max_steps):
         y_eval = tf.nest.map_structure(lambda y_, s: y_ + h * s, y, _weighted(tf.gather(table_a, row), K))
         k = fn(t + tf.gather(table_c, row) * h, y_eval)
         state = (row, t, t_new, h, y, K, rejected, nfe + 1, attempts, done)
-        branch = tf.minimum(row, 2) + tf.cast(row == LAST_STAGE, tf.int32)
+        branch = tf.minimum(row, FIRST_STAGE) + tf.cast(row == LAST_STAGE, tf.int32)    # init, probe, stage, last
         return tf.switch_case(branch, [lambda: update.init(state, k), lambda: update.probe(state, k),
                                        lambda: update.stage(state, k), lambda: update.last(state, k, y_eval)])
 
@@ -136,7 +136,7 @@ class _Update:
         h1 = tf.where((d1 <= 1e-15) & (d2 <= 1e-15), tf.maximum(tf.constant(1e-6, self.dtype), h0 * 1e-3),
                       tf.pow(0.01 / tf.maximum(d1, d2), 1.0 / 5.0))
         h_abs = tf.minimum(tf.minimum(100.0 * h0, h1), self.length)
-        return self._attempt(t, h_abs, y, K, rejected, nfe, attempts, done)
+        return self._attempt(t, h_abs, y, f0, K, rejected, nfe, attempts, done)
 
     def stage(self, state, k):
         """k = k_s of the current attempt (rows 2..6 hold s = 2..6): file it as K_{s-1}."""
@@ -156,23 +156,23 @@ class _Update:
         grow = tf.where(rejected, tf.minimum(grow, 1.0), grow)
         shrink = tf.where(tf.math.is_finite(err), tf.maximum(factor, MIN_FACTOR), tf.constant(MIN_FACTOR, self.dtype))
         pick = lambda a, b: tf.nest.map_structure(lambda u, v: tf.where(accepted, u, v), a, b)
-        K = tf.nest.map_structure(lambda K_: tf.tensor_scatter_nd_update(
-            K_, [[0]], tf.where(accepted, K_[6], K_[0])[None]), K)
+        first = tf.nest.map_structure(lambda K_: tf.where(accepted, K_[6], K_[0]), K)        # FSAL
         t = tf.where(accepted, t_new, t)
         h_abs = tf.abs(h) * tf.where(accepted, grow, shrink)
-        return self._attempt(t, h_abs, pick(y_new, y), K, tf.logical_not(accepted), nfe, attempts + 1,
+        return self._attempt(t, h_abs, pick(y_new, y), first, K, tf.logical_not(accepted), nfe, attempts + 1,
                              self.direction * (self.t1 - t) <= 0)
 
-    def _attempt(self, t, h_abs, y, K, rejected, nfe, attempts, done):
-        """Start an attempt of size h_abs from t (clipped at t1), with only K_0 kept; or stop."""
+    def _attempt(self, t, h_abs, y, first, K, rejected, nfe, attempts, done):
+        """Start an attempt of size h_abs from t (clipped at t1) with K_0 = ``first`` and the other
+        stages cleared (a rejected attempt's NaN must not reach the next through a zero
+        coefficient); or stop."""
         tiny = 10.0 * tf.abs(tf.math.nextafter(t, t + self.direction) - t)
         checks = [tf.debugging.Assert(done | (attempts < self.max_steps), [STEP_LIMIT]),
                   tf.debugging.Assert(done | (h_abs >= tiny), [f"{STEP_LIMIT}: step size underflow"])]
         with tf.control_dependencies(checks):
             t_new = tf.where(self.direction * (t + h_abs * self.direction - self.t1) > 0, self.t1,
                              t + h_abs * self.direction)
-        first = tf.reshape(tf.one_hot(0, 7, dtype=self.dtype), [7])
-        K = tf.nest.map_structure(lambda K_: K_ * tf.reshape(first, tf.concat([[7], tf.ones_like(tf.shape(K_)[1:])], 0)), K)
+        K = tf.nest.map_structure(lambda K_, k0: tf.concat([k0[None], tf.zeros_like(K_[1:])], 0), K, first)
         return (tf.constant(FIRST_STAGE), t, t_new, t_new - t, y, K, rejected, nfe, attempts, done)
 
 

@@ -68,3 +68,16 @@ def test_the_vector_field_is_traced_once_for_every_stage():
 
     tf.function(lambda y: ode.solve(f, 0.0, 1.0, y))(tf.ones([3], tf.float64))
     assert len(calls) == 1
+
+
+def test_a_rejected_non_finite_attempt_does_not_poison_the_next():
+    """A field that is NaN outside y >= 0 (reached only by too long trial steps, once the solution
+    has decayed and steps have grown): the NaN attempt is rejected and shrunk, the next attempt
+    starts clean, and the solve takes scipy's steps to scipy's answer."""
+    from scipy.integrate import solve_ivp
+    f = lambda t, y: tf.where(y >= 0, -y, tf.constant(np.nan, tf.float64))
+    ref = solve_ivp(lambda t, y: np.where(y >= 0, -y, np.nan), (0.0, 60.0), [1.0], method="RK45", rtol=1e-3, atol=1e-6)
+    y, nfe = tf.function(lambda y: ode.solve(f, 0.0, 60.0, y, 1e-3, 1e-6))(tf.constant([1.0], tf.float64))
+    assert ref.status == 0 and np.isfinite(y.numpy()).all()
+    assert int(nfe) == ref.nfev
+    np.testing.assert_allclose(y.numpy(), ref.y[:, -1], rtol=1e-9, atol=1e-15)
