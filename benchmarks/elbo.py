@@ -42,26 +42,23 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
-    from shortdiff_tf import data as data_lib, elbo, likelihood, stats
-    from shortdiff_tf.app.evaluate import load_eval_data, padded_call
+    from shortdiff_tf import data as data_lib, elbo
+    from shortdiff_tf.app.evaluate import evaluate_run, load_eval_data
     from shortdiff_tf.app.runs import load_run, resolve_prior
     from shortdiff_tf.seeds import split
 
     run = load_run(args.workdir)
-    images = load_eval_data(run, None, "test", args.num_examples)
-    x = data_lib.to_model_space(images, split(args.seed, 0))
-    aux, T, aux_name = resolve_prior(run, "auto")
+    start = time.perf_counter()                # the exact likelihood, as `shortdiff evaluate` (resumable)
+    report = evaluate_run(args.workdir, num_examples=args.num_examples, batch_size=args.batch_size, seed=args.seed,
+                          prior="aux", elbo_draws=1)
+    exact = {"noise": report["likelihood_noise"], "aux": report["likelihood"]}
+    exact_sem = {k: v["log_prob_sem"] for k, v in exact.items()}
+    print(f"exact log-likelihood ({time.perf_counter() - start:.0f} s): "
+          + ", ".join(f"{k} {v['log_prob']:.2f} +- {v['log_prob_sem']:.2f}" for k, v in exact.items()))
+    x = data_lib.to_model_space(load_eval_data(run, None, "test", args.num_examples), split(args.seed, 0))
+    aux, T, aux_name = resolve_prior(run, "aux")
     sde, score = run.sde(T), run.score_fn(T)
     noise = sde.prior(run.shape)
-    est = likelihood.LikelihoodEstimator(sde, score, noise)
-    start = time.perf_counter()
-    parts = [padded_call(est, x[i: i + args.batch_size], min(args.batch_size, len(x)), split(args.seed, 1 + i))
-             for i in range(0, len(x), args.batch_size)]
-    ll = likelihood.concatenate(parts)
-    exact = {"noise": ll.log_prob, "aux": ll.delta_logp + aux.log_prob(ll.x_T)}
-    exact_sem = {k: stats.standard_error(v) for k, v in exact.items()}
-    print(f"exact log-likelihood ({time.perf_counter() - start:.0f} s): "
-          + ", ".join(f"{k} {float(v.numpy().mean()):.2f} +- {exact_sem[k]:.2f}" for k, v in exact.items()))
     rows = []
     settings = [("on", 1, "monte carlo")] + [(c, int(k), "closed form") for c in args.controls.split(",")
                                               for k in args.draws.split(",")]
@@ -80,8 +77,8 @@ def main(argv=None):
             f"{name} ELBO {row[name]['elbo']:.2f} +- {row[name]['elbo_sem']:.2f} (I +- {row[name]['I_sem']:.2f}, "
             f"{row[name]['sem_over_exact']:.2f} x exact's)" for name in res) + f", beta {row['noise']['control_beta']:.3f}")
     write("elbo", {"config": vars(args), "T": T, "aux_prior": aux_name, "num_examples": len(x),
-                   "exact": {k: {"mean": float(v.numpy().mean()), "sem": exact_sem[k]} for k, v in exact.items()},
-                   "nfe": ll.nfe, "target_sem_ratio": TARGET, "results": rows}, args.out)
+                   "exact": {k: {"mean": v["log_prob"], "sem": v["log_prob_sem"]} for k, v in exact.items()},
+                   "nfe": report["nfe_mean"], "target_sem_ratio": TARGET, "results": rows}, args.out)
 
 
 if __name__ == "__main__":

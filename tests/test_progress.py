@@ -32,8 +32,9 @@ def test_sampling_progress_counts_every_evaluation_and_leaves_the_samples_alone(
         cfg = samplers.preset(name, steps, rtol=1e-3, atol=1e-3)
         plain = samplers.Sampler(sde, diff.score, diff.marginal(0.5), cfg)
         stream = io.StringIO()
-        ticker = Ticker(plain.planned_nfe(), sde.T, plain.sde.eps, stream=stream, every=0.0)
+        ticker = Ticker(sde.T, stream=stream, every=0.0)
         watched = samplers.Sampler(sde, samplers.reporting(diff.score, ticker), diff.marginal(0.5), cfg)
+        ticker.expect(watched.planned_nfe(), watched.sde.eps)
         a, b = plain(16, 3), watched(16, 3)
         assert ticker.nfe == b.nfe == a.nfe and (plain.planned_nfe() in (None, a.nfe)), name
         np.testing.assert_array_equal(a.x.numpy(), b.x.numpy())

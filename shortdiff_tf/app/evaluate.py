@@ -47,7 +47,8 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     arr = load_eval_data(run, dataset, split_name, num_examples, data_dir)
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde, score = run.sde(T), run.score_fn(T)
-    x_all = data_lib.to_model_space(arr, split(seed, 0))
+    seeds = [repeat_seed(seed, r) for r in range(repeats)]
+    xs = [data_lib.to_model_space(arr, split(s, 0)) for s in seeds]    # one dequantisation per pass
     start = time.perf_counter()
     est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence)
     store = EvalStore(run.run_dir, {"dataset": dataset or run.cfg.data.dataset, "split": split_name,
@@ -57,7 +58,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     bar = Progress(len(arr) * repeats, enabled=progress, unit=" examples")
     with RunLock(store.dir / ".lock", "shortdiff evaluate"):
         store.open()
-        done = [likelihood_pass(est, arr, repeat_seed(seed, r), r, batch_size, store, bar) for r in range(repeats)]
+        done = [likelihood_pass(est, xs[r], seeds[r], r, batch_size, store, bar) for r in range(repeats)]
     bar.close()
     passes = [d[0] for d in done]
     parts = [p for ps in passes for p in ps]
@@ -73,7 +74,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     if prior_name != "noise":             # p_noise on the same ODE solves: a paired comparison
         report["likelihood_noise"] = likelihood_terms(average_passes([swap_prior(p, noise) for p in passes]), is_image)
         priors["aux"] = prior_obj
-    elbos = elbo_lib.elbos(sde, score, priors, x_all, split(seed, 10**6), batch_size=batch_size, draws=elbo_draws,
+    elbos = elbo_lib.elbos(sde, score, priors, xs[0], split(seed, 10**6), batch_size=batch_size, draws=elbo_draws,
                            control=control)
     for name, e in elbos.items():
         report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(data_lib.RANGE)} if is_image else {})}
@@ -89,18 +90,18 @@ def repeat_seed(seed, r: int):
     return seed if r == 0 else split(seed, 2**20 + r)
 
 
-def likelihood_pass(est, arr, seed, repeat: int, batch_size: int, store: EvalStore, bar) -> list:
-    """One dequantisation and one probe per example, batch by batch; stored batches are loaded,
+def likelihood_pass(est, x, seed, repeat: int, batch_size: int, store: EvalStore, bar) -> list:
+    """One probe per example of the dequantised ``x``, batch by batch; stored batches are loaded,
     new ones are stored as they finish.  -> (batches, how many were loaded)."""
-    x_all, parts, loaded, start = data_lib.to_model_space(arr, split(seed, 0)), [], 0, time.perf_counter()
-    for i in range(0, len(arr), batch_size):
+    n, parts, loaded, start = int(x.shape[0]), [], 0, time.perf_counter()
+    for i in range(0, n, batch_size):
         ll = store.load(repeat, i, est)
         loaded += ll is not None
         if ll is None:
-            ll = padded_call(est, x_all[i: i + batch_size], min(batch_size, len(arr)), split(seed, 1 + i))
+            ll = padded_call(est, x[i: i + batch_size], min(batch_size, n), split(seed, 1 + i))
             store.save(repeat, i, ll)
         parts.append(ll)
-        bar.update(repeat * len(arr) + min(i + batch_size, len(arr)),
+        bar.update(repeat * n + min(i + batch_size, n),
                    f"PF-ODE likelihood, pass {repeat + 1}, NFE {ll.nfe}, {time.perf_counter() - start:.0f}s")
     return parts, loaded
 

@@ -19,13 +19,17 @@ class Ticker:
     in NFE against the planned total, or for the adaptive ODE (no total) in thousandths of the
     way from T to eps, with the NFE so far and no ETA (its steps crowd near eps)."""
 
-    def __init__(self, planned_nfe: Optional[int], T: float, eps: float, enabled: bool = True,
-                 every: float = 1.0, stream=None):
-        self.planned, self.T, self.eps, self.every = planned_nfe, T, eps, every
-        unit = " NFE" if planned_nfe else " of the way T -> eps"
-        self.bar = Progress(planned_nfe or 1000, enabled=enabled, unit=unit, stream=stream,
-                            show_eta=bool(planned_nfe))
+    def __init__(self, T: float, enabled: bool = True, every: float = 1.0, stream=None):
+        self.T, self.enabled, self.every, self.stream = T, enabled, every, stream
         self.nfe, self.last, self.t, self.shown = 0, 0.0, T, 0
+
+    def expect(self, planned_nfe: Optional[int], eps: float) -> "Ticker":
+        """What the sampler will do: its NFE (None for the adaptive ODE) and where it stops."""
+        self.planned, self.eps = planned_nfe, eps
+        unit = " NFE" if planned_nfe else " of the way T -> eps"
+        self.bar = Progress(planned_nfe or 1000, enabled=self.enabled, unit=unit, stream=self.stream,
+                            show_eta=bool(planned_nfe))
+        return self
 
     def __call__(self, t: float):
         self.nfe, self.t = self.nfe + 1, t
@@ -66,12 +70,11 @@ def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde = run.sde(T)
     cfg = samplers.preset(sampler, steps, snr, temperature, eps, rtol, atol)
-    score, ticker = run.score_fn(T), None
-    if progress:
-        plan = samplers.Sampler(sde, score, prior_obj, cfg)
-        ticker = Ticker(plan.planned_nfe(), sde.T, plan.sde.eps)
-        score = samplers.reporting(score, ticker)
-    smp = samplers.Sampler(sde, score, prior_obj, cfg)
+    ticker = Ticker(sde.T) if progress else None
+    smp = samplers.Sampler(sde, samplers.reporting(run.score_fn(T), ticker) if ticker else run.score_fn(T),
+                           prior_obj, cfg)
+    if ticker:
+        ticker.expect(smp.planned_nfe(), smp.sde.eps)
     start = time.perf_counter()
     res = smp(num_samples, seed)
     seconds = time.perf_counter() - start
