@@ -22,8 +22,8 @@ graph optimisation, the cost of a first call, are those of one evaluation rather
 The price, measured on a 2-core CPU: an attempt's six stages no longer sit in one dataflow
 graph, where the next stage's forward pass could overlap the previous stage's VJP, so an
 evaluation costs about one isolated forward + VJP instead of about 0.75 of one
-(benchmarks/README.md, "Solver").  On an accelerator, which runs one op at a time, there is
-no such overlap to lose.
+(benchmarks/README.md, "Solver").  On an accelerator, which runs a stream's kernels one at a
+time, we expect no such overlap to lose (not measured: no GPU here).
 """
 from __future__ import annotations
 
