@@ -1,6 +1,7 @@
 """Evaluation kept batch by batch under the run directory: a killed evaluation resumes to the
 summary an uninterrupted one gives, and --repeats averages passes per example."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_summary_and_repeats_av
     resumed = evaluate.evaluate_run(killed, **KW)
     assert resumed["resumed_batches"] == 3 and len(calls) == 3          # 2 passes x 3 batches in all
     _same(resumed, full)
-    stored = sorted((killed / "evaluations").glob("*/r*-b*.npz"))
+    stored = sorted(Path(resumed["store"]).glob("r*-b*.npz"))       # this evaluation's batches
     assert len(stored) == 6 and all(set(np.load(f).files) == {"x_T", "delta_logp", "nfe"} for f in stored)
     # no prior density is stored: a refitted prior is scored afresh at the stored x_T
     # --repeats: pass 1 uses the evaluation's seed, so one pass is pass 1 of the two, loaded from the
