@@ -63,3 +63,29 @@ def write_dir(run_dir, strategy: tf.distribute.Strategy) -> Path:
         return Path(run_dir)
     task = strategy.cluster_resolver
     return Path(tempfile.mkdtemp(prefix=f"shortdiff-{task.task_type}{task.task_id}-"))
+
+
+class AllReduceCounter:
+    """Counts the cross-replica all-reduces traced while it is active (a diagnostic for tests and
+    benchmarks): ``calls`` holds the number of tensors of each ``ReplicaContext.all_reduce``.
+
+        with AllReduceCounter() as counter:
+            step(batch)                       # traces the step
+        counter.calls                         # e.g. [42]: one all-reduce of 42 gradients
+    """
+
+    def __enter__(self):
+        self.calls = []
+        self._original = tf.distribute.ReplicaContext.all_reduce
+        original, calls = self._original, self.calls
+
+        def counting(context, reduce_op, value, options=None):
+            calls.append(len(tf.nest.flatten(value)))
+            return original(context, reduce_op, value, options)
+
+        tf.distribute.ReplicaContext.all_reduce = counting
+        return self
+
+    def __exit__(self, *exc):
+        tf.distribute.ReplicaContext.all_reduce = self._original
+        return False

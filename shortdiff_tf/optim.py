@@ -1,8 +1,8 @@
 """The optimiser pieces shared by score training and the Glow fit: ScoreSDE's linear warm-up and
-one clipped, replica-aware update.
+one clipped, replica-aware update with a single all-reduce of the gradients.
 
   lr_n = lr min(1, (n + 1) / warmup)
-  g <- g min(1, c / |g_total|),  |g_total| the global norm of the gradients summed over replicas
+  g = sum_r g_r,  g <- g min(1, c / |g|)   (|g| the global norm of the summed gradient)
 """
 from __future__ import annotations
 
@@ -25,20 +25,31 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
         return {"lr": self.lr, "warmup": self.warmup}
 
 
+@keras.saving.register_keras_serializable(package="shortdiff")
+class ReducedAdam(keras.optimizers.Adam):
+    """Adam for gradients that are already summed over replicas: Keras' TensorFlow optimizer
+    all-reduces the gradients again inside ``apply_gradients`` in a replica context; here that
+    second all-reduce is the identity (``clipped_apply`` has done the one reduction)."""
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
 def adam(lr: float, warmup: int) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adam(WarmUp(lr, warmup))
+    return ReducedAdam(WarmUp(lr, warmup))
 
 
 def clipped_apply(optimizer, grads, variables, clip_norm: float):
-    """In a replica context: clip this replica's gradients by the global norm of the gradients
-    summed over all replicas (``clip_norm`` <= 0: no clipping) and apply them. -> that norm.
+    """In a replica context: sum the gradients over replicas (the step's one all-reduce), clip the
+    sum by its global norm (``clip_norm`` <= 0: no clipping) and apply it. -> that norm.
 
     Each replica's gradient is its share of the global-batch loss
-    (``tf.nn.compute_average_loss``), so the summed gradient is the full batch's and every
-    replica scales by the same factor.
+    (``tf.nn.compute_average_loss``), so the summed gradient is the full batch's.  ``optimizer``
+    is a ``ReducedAdam`` (``adam``), which applies the reduced gradient without reducing it again.
     """
-    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    context = tf.distribute.get_replica_context()
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     norm = tf.linalg.global_norm(total)
     factor = tf.minimum(1.0, clip_norm / (norm + 1e-12)) if clip_norm > 0 else 1.0
-    optimizer.apply_gradients(zip([g * factor for g in grads], variables))
+    optimizer.apply_gradients(zip([g * factor for g in total], variables))
     return norm

@@ -69,6 +69,20 @@ def test_mirrored_step_equals_single_device_step():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_a_mirrored_step_all_reduces_the_gradients_once():
+    """The traced step of 2 replicas holds one all-reduce per replica, of all the gradients
+    (Keras' Adam would reduce them a second time inside apply_gradients: 4 calls)."""
+    from shortdiff_tf.distribute import AllReduceCounter
+    strategy = two_replicas()
+    state = training.build_state(STEP, (2,), strategy)
+    step = training.make_train_step(STEP, state, strategy)
+    batch = pipeline.make_batch_fn(POINTS, 8, 0, True)(tf.constant(0, tf.int64))
+    with AllReduceCounter() as counter:
+        step(next(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch)))))
+    # MirroredStrategy traces the replica function once per replica
+    assert counter.calls == [len(state.net.trainable_variables)] * strategy.num_replicas_in_sync
+
+
 def test_gradient_accumulation_gives_the_full_batch_step():
     """--grad-accum 4 (micro-batches of 2 in a while loop) gives the loss and weights of one
     step on the whole batch of 8 (1e-5), also on 2 mirrored replicas."""
