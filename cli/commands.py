@@ -17,6 +17,14 @@ STRATEGIES = ["auto", "default", "mirrored", "multiworker"]
 prior_option = click.option("--prior", "prior", type=click.Choice(["auto", "aux", "noise"]), default="auto",
                             help="Start from the fitted auxiliary prior (aux) or p_noise (noise); auto = aux when fitted.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
+PRECISIONS = ["fp32", "bf16", "fp16"]                             # config.PRECISIONS (tested)
+PRESETS = ["ddpmpp-cifar10", "ddpmpp-mnist"]                      # config.RUN_PRESETS (tested)
+PRIOR_PRESETS = ["glow-cifar10", "glow-mnist"]                    # config.PRIOR_PRESETS (tested)
+precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                                help="Compute dtype of the score network (weights, loss, SDE, ODE and prior stay fp32) "
+                                     " [default: fp32; resuming: the run's].")
+eval_precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+                                     help="Compute dtype of the score network (the ODE, SDE and prior stay fp32).")
 
 
 def default_workdir(dataset: str, sde: str, T: float) -> str:
@@ -72,8 +80,13 @@ def report(result: dict, as_json: bool, lines):
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto",
               help="tf.distribute strategy: auto = mirrored when several GPUs are visible; multiworker = "
                    "several machines, configured by TF_CONFIG (see README).")
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help="A paper setup: ddpmpp-cifar10 (ScoreSDE's DDPM++ cont. VP on CIFAR-10), ddpmpp-mnist. "
+                   "[default: sized by the data]")
+@precision_option
+@click.option("--jit/--no-jit", default=None, help="XLA-compile the train step's forward and backward pass.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and its parameter count, and exit.")
 @json_option
 @friendly
 def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
@@ -82,7 +95,11 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
     checks.train_workdir(workdir)
     from cli.resolve import resolve_train_config
     if dry_run:
-        return click.echo(resolve_train_config(workdir, click.get_current_context(), opts).to_json())
+        cfg = resolve_train_config(workdir, click.get_current_context(), opts)
+        load_tensorflow()
+        from shortdiff_tf import networks
+        count = networks.count_params(networks.build_score_net(cfg.model, cfg.data.shape))
+        return click.echo(json.dumps({**json.loads(cfg.to_json()), "parameters": count}, indent=2, sort_keys=True))
     load_tensorflow()
     from shortdiff_tf import distribute
     strat = distribute.get(strategy)                          # multiworker: before any other TF op
@@ -112,11 +129,14 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
 @click.option("--rtol", type=POSITIVE, default=None, help="ODE relative tolerance (ode sampler)  [default: 1e-5].")
 @click.option("--atol", type=POSITIVE, default=None, help="ODE absolute tolerance (ode sampler)  [default: 1e-5].")
 @prior_option
+@eval_precision_option
+@click.option("--jit", is_flag=True, help="XLA-compile the sampling loop (the ode sampler: its score function); "
+                                          "no progress line then.")
 @click.option("--no-progress", is_flag=True, help="No progress line (NFE, ETA) while sampling.")
 @json_option
 @friendly
 def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, temperature, rtol, atol, prior,
-           no_progress, as_json):
+           precision, jit, no_progress, as_json):
     """Sample a trained run to a PNG grid and an .npz.  e.g.  shortdiff sample --workdir runs/digits-vp-T0.4"""
     checks.trained_run(workdir)
     if out:
@@ -125,7 +145,7 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, 
     from shortdiff_tf.app.sample import sample_run
     r = sample_run(workdir, sampler=sampler, steps=steps, num_samples=num_samples, seed=seed, T=T, out=out, snr=snr,
                    prior=prior, temperature=temperature, eps=sample_eps, rtol=rtol, atol=atol,
-                   progress=not no_progress)
+                   progress=not no_progress, precision=precision, jit=jit)
     report(r, as_json, [f"{r['num_samples']} samples ({r['sampler']}, T={r['T']:g}, prior {r['prior']}, NFE {r['nfe']}) "
                         f"in {r['seconds']:.1f} s",
                         f"wrote {r['png']} and {r['npz']}"])
@@ -152,11 +172,13 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, 
               help="ELBO: the |e|^2/s_t control variate of I with the variance-minimising coefficient, "
                    "or with coefficient 1 (on) or 0 (off).  [default: optimal]")
 @prior_option
+@eval_precision_option
+@click.option("--jit", is_flag=True, help="XLA-compile the ODE's right-hand side (drift and divergence).")
 @click.option("--no-progress", is_flag=True, help="No progress line per batch.")
 @json_option
 @friendly
 def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, rtol, atol, divergence, seed, T,
-             repeats, elbo_draws, control_variate, prior, no_progress, as_json):
+             repeats, elbo_draws, control_variate, prior, precision, jit, no_progress, as_json):
     """Bits/dim by the probability-flow ODE, and the ELBO, with their terms.
     e.g.  shortdiff evaluate --workdir runs/digits-vp-T0.4 --num-examples 64"""
     checks.trained_run(workdir)
@@ -164,7 +186,7 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
     from shortdiff_tf.app.evaluate import evaluate_run
     r = evaluate_run(workdir, dataset, split_name, num_examples, batch_size, rtol, atol, divergence, seed, T,
                      data_dir, prior, progress=not no_progress, elbo_draws=elbo_draws, control=control_variate,
-                     repeats=repeats)
+                     repeats=repeats, precision=precision, jit=jit)
     report(r, as_json, _evaluate_lines(r))
 
 
@@ -179,6 +201,9 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 @click.option("--batch-size", type=click.IntRange(1), default=64, help="Glow batch size.")
 @click.option("--lr", type=POSITIVE, default=1e-3, help="Glow Adam learning rate.")
 @click.option("--seed", type=int, default=0, help="Seed of data order, noise and initialisation.")
+@click.option("--preset", type=click.Choice(PRIOR_PRESETS), default=None,
+              help="Glow architecture: glow-cifar10 (Kingma & Dhariwal: 3 levels x 32 steps, width 512), "
+                   "glow-mnist (2 x 16, width 256); --glow-* options given override it.")
 @click.option("--glow-levels", type=click.IntRange(0), default=0, help="Glow squeeze levels (0: by image size).")
 @click.option("--glow-steps", type=click.IntRange(1), default=4, help="Glow flow steps per level.")
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Glow coupling-network width.")
@@ -187,19 +212,21 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 @click.option("--checkpoint-every", type=click.IntRange(1), default=100, help="Glow checkpoint interval (steps).")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto",
               help="tf.distribute strategy of the Glow fit (as for train; multiworker reads TF_CONFIG).")
+@eval_precision_option
+@click.option("--jit", is_flag=True, help="XLA-compile the Glow fit's forward and backward pass.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 @friendly
-def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, glow_levels, glow_steps, glow_hidden,
-              components, fit_samples, checkpoint_every, strategy, no_progress, as_json):
+def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glow_levels, glow_steps, glow_hidden,
+              components, fit_samples, checkpoint_every, strategy, precision, jit, no_progress, as_json):
     """Fit the auxiliary prior nu_phi on the diffused data at T.  e.g.  shortdiff fit-prior --workdir runs/digits-vp-T0.4"""
     run_cfg = checks.trained_run(workdir)
     from shortdiff_tf.config import PriorConfig
     kind = kind or ("glow" if len(run_cfg["data"]["shape"]) == 3 else "dpgmm")
+    architecture = _glow_architecture(preset, glow_levels, glow_steps, glow_hidden)
     pcfg = PriorConfig(kind=kind, T=run_cfg["sde"]["T"] if T is None else T, target=target, steps=steps,
-                       batch_size=batch_size, lr=lr, seed=seed, levels=glow_levels, steps_per_level=glow_steps,
-                       hidden=glow_hidden, components=components, num_fit_samples=fit_samples,
-                       checkpoint_every=checkpoint_every)
+                       batch_size=batch_size, lr=lr, seed=seed, components=components, num_fit_samples=fit_samples,
+                       checkpoint_every=checkpoint_every, precision=precision, jit=jit, **architecture)
     load_tensorflow()
     from shortdiff_tf import distribute
     strat = distribute.get(strategy)                           # multiworker: before any other TF op
@@ -208,6 +235,17 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, glow_levels
     extra = f", {r['effective_components']} effective components" if "effective_components" in r else ""
     report(r, as_json, [f"fitted a {r['kind']} prior at T={r['T']:g} ({r['target']} target){extra}; "
                         f"saved in {r['prior_dir']}"])
+
+
+def _glow_architecture(preset, levels, steps, hidden) -> dict:
+    """The Glow's levels, steps and width: a preset's, with the --glow-* options given on top."""
+    from click.core import ParameterSource
+    from shortdiff_tf.config import prior_preset
+    given = {"levels": ("glow_levels", levels), "steps_per_level": ("glow_steps", steps), "hidden": ("glow_hidden", hidden)}
+    base = prior_preset(preset) if preset else {}
+    ctx = click.get_current_context()
+    explicit = {k: v for k, (name, v) in given.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    return {**{k: v for k, (_, v) in given.items()}, **base, **explicit}
 
 
 def _evaluate_lines(r: dict):

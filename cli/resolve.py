@@ -17,7 +17,7 @@ FIELDS = {
     "checkpoint_every": ("train", "checkpoint_every"), "log_every": ("train", "log_every"),
     "sample_grid": ("train", "sample_grid"), "grad_accum": ("train", "grad_accum"),
     "ch": ("model", "ch"), "num_res_blocks": ("model", "num_res_blocks"), "dropout": ("model", "dropout"),
-    "width": ("model", "width"),
+    "width": ("model", "width"), "precision": ("train", "precision"), "jit": ("train", "jit"),
 }
 
 
@@ -46,7 +46,14 @@ def resolve_train_config(workdir, ctx, opts: dict) -> config_lib.RunConfig:
     """An existing run's config (resume) or presets for the data, then the given options on top."""
     given = _explicit(ctx, opts)
     if (Path(workdir) / "config.json").exists():
-        return _apply(config_lib.RunConfig.load(workdir), given)
+        saved = config_lib.RunConfig.load(workdir)
+        preset = opts.get("preset")
+        if preset and preset != saved.train.preset:
+            raise ValueError(f"{workdir} holds a run started {'from ' + saved.train.preset if saved.train.preset else 'without a preset'}"
+                             f", not from {preset}; use a new --workdir")
+        return _apply(saved, given)
+    if opts.get("preset"):
+        return _from_preset(opts["preset"], opts, given)
     dataset = opts["dataset"]
     if opts.get("download"):
         data_lib.load(dataset, "train", opts.get("data_dir"), download=True)
@@ -55,4 +62,14 @@ def resolve_train_config(workdir, ctx, opts: dict) -> config_lib.RunConfig:
                                 model=config_lib.model_preset(shape),
                                 train=config_lib.train_preset(dataset, shape))
     base = _apply(base, {k: opts[k] for k in ("sde", "T", "eps") if opts.get(k) is not None})
+    return _apply(base, given)
+
+
+def _from_preset(name: str, opts: dict, given: dict) -> config_lib.RunConfig:
+    """A named preset (its data set and shape, with no data read), then the given options; another
+    --dataset takes its shape from the data."""
+    base = config_lib.run_preset(name)
+    if "dataset" in given and given["dataset"] != base.data.dataset:
+        shape = data_lib.load(given["dataset"], "train", opts.get("data_dir")).shape
+        base = dataclasses.replace(base, data=dataclasses.replace(base.data, shape=shape))
     return _apply(base, given)

@@ -72,7 +72,8 @@ class LikelihoodEstimator:
     """Compiled PF-ODE likelihood for one (sde, score, prior) triple; retraces only on new shapes."""
 
     def __init__(self, sde: SDE, score_fn, prior, rtol: float = 1e-5, atol: float = 1e-5,
-                 divergence: str = "hutchinson", probe: str = "rademacher"):
+                 divergence: str = "hutchinson", probe: str = "rademacher", jit: bool = False):
+        """``jit``: XLA-compile the ODE's right-hand side (the drift and its divergence)."""
         if divergence not in DIVERGENCES:
             raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         if probe not in PROBES:
@@ -80,7 +81,7 @@ class LikelihoodEstimator:
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
         self.sde, self.score_fn, self.prior = sde, score_fn, prior
-        self.rtol, self.atol, self.divergence, self.probe = rtol, atol, divergence, probe
+        self.rtol, self.atol, self.divergence, self.probe, self.jit = rtol, atol, divergence, probe, jit
         self._solve = tf.function(self._solve_impl, autograph=False)     # no Python control flow: no conversion cost
 
     def __call__(self, x0, seed=0) -> LogLikelihood:
@@ -113,6 +114,8 @@ class LikelihoodEstimator:
                 dx, div = hutchinson_divergence(drift, x, z)
             return dx, div
 
+        if self.jit:
+            fn = tf.function(fn, jit_compile=True, autograph=False)
         (x_T, delta), nfe = ode.solve(fn, self.sde.eps, self.sde.T, (x0, tf.zeros_like(ones)),
                                       self.rtol, self.atol)
         return x_T, delta, nfe

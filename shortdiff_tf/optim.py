@@ -35,8 +35,18 @@ class ReducedAdam(keras.optimizers.Adam):
         return list(grads_and_vars)
 
 
-def adam(lr: float, warmup: int) -> keras.optimizers.Optimizer:
-    return ReducedAdam(WarmUp(lr, warmup))
+def adam(lr: float, warmup: int, precision: str = "fp32") -> keras.optimizers.Optimizer:
+    """Adam with warm-up; for fp16, inside Keras' dynamic loss scaling (a step whose gradients
+    are not finite is skipped and the scale halved; 2000 finite steps double it)."""
+    inner = ReducedAdam(WarmUp(lr, warmup))
+    return keras.optimizers.LossScaleOptimizer(inner) if precision == "fp16" else inner
+
+
+def loss_scale(optimizer):
+    """The factor the loss is multiplied by before differentiating (1 without loss scaling)."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale
+    return 1.0
 
 
 def clipped_apply(optimizer, grads, variables, clip_norm: float):
@@ -45,11 +55,12 @@ def clipped_apply(optimizer, grads, variables, clip_norm: float):
 
     Each replica's gradient is its share of the global-batch loss
     (``tf.nn.compute_average_loss``), so the summed gradient is the full batch's.  ``optimizer``
-    is a ``ReducedAdam`` (``adam``), which applies the reduced gradient without reducing it again.
+    is from ``adam``: it applies the reduced gradient without reducing it again.  With fp16 loss
+    scaling, ``grads`` are of the scaled loss and the norm is the unscaled gradient's.
     """
     context = tf.distribute.get_replica_context()
     total = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    norm = tf.linalg.global_norm(total)
+    norm = tf.linalg.global_norm(total) / loss_scale(optimizer)       # of the unscaled gradient
     factor = tf.minimum(1.0, clip_norm / (norm + 1e-12)) if clip_norm > 0 else 1.0
-    optimizer.apply_gradients(zip([g * factor for g in total], variables))
+    optimizer.apply_gradients(zip([g * factor for g in total], variables))   # a loss scale optimiser unscales
     return norm

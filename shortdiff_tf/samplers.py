@@ -149,18 +149,23 @@ class SampleResult:
 class Sampler:
     """Draws x_T from a prior and runs the reverse process from T to eps in one tf.function."""
 
-    def __init__(self, sde: SDE, score_fn, prior, config: SamplerConfig = SamplerConfig()):
+    def __init__(self, sde: SDE, score_fn, prior, config: SamplerConfig = SamplerConfig(), jit: bool = False):
+        """``jit``: XLA-compile the sampling loop (em, pc, heun, dpm2m) or the score function
+        that the adaptive ODE solver calls (ode)."""
         eps = config.eps if config.eps is not None else sde.sampling_eps
         if not eps < sde.T:
             raise ValueError(f"the sampling eps {eps:g} must be below T={sde.T:g}")
         self.sde = sde.with_interval(eps=eps)
-        self.score_fn, self.prior, self.config = score_fn, prior, config
+        self.score_fn, self.prior, self.config, self.jit = score_fn, prior, config, jit
+        if jit and config.method == "ode":
+            self.score_fn = tf.function(score_fn, jit_compile=True)
+        loop_jit = True if jit else None
         self._predictor = PREDICTORS.get(config.predictor)
         self._corrector = CORRECTORS.get(config.corrector)
-        self._pc = tf.function(self._pc_loop)
+        self._pc = tf.function(self._pc_loop, jit_compile=loop_jit)
         self._ode = tf.function(self._ode_solve, autograph=False)
         self._few = tf.function(lambda x, steps: few_step.SOLVERS[config.method](
-            self.sde, self.score_fn, x, steps, config.denoise))
+            self.sde, self.score_fn, x, steps, config.denoise), jit_compile=loop_jit)
 
     def default_steps(self) -> int:
         return self.config.steps or self.sde.default_steps(self.config.step_size)

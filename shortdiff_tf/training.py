@@ -1,9 +1,11 @@
 """The score model's training state and its distributed step (denoising score matching).
 
-``build_state`` creates the network, Adam with warm-up, the EMA and the step counter under
-``strategy.scope()``; ``make_train_step`` returns one ``tf.function`` that runs a global batch:
-each replica's DSM loss is its share of the global-batch mean (``tf.nn.compute_average_loss``),
-gradients are clipped by their global norm across replicas and applied, then the EMA follows.
+``build_state`` creates the network (in the run's precision), Adam with warm-up, the EMA and the
+step counter under ``strategy.scope()``; ``make_train_step`` returns one ``tf.function`` that
+runs a global batch: each replica's DSM loss is its share of the global-batch mean
+(``tf.nn.compute_average_loss``), gradients are summed over replicas once, clipped by their
+global norm and applied, then the EMA follows.  ``jit`` compiles each replica's forward and
+backward pass with XLA.
 The run-level loop (run directory, checkpoints, metrics) is ``app.train``.
 """
 from __future__ import annotations
@@ -32,8 +34,8 @@ class State:
 def build_state(cfg: RunConfig, shape, strategy) -> State:
     with strategy.scope():
         keras.utils.set_random_seed(cfg.train.seed)
-        net = networks.build_score_net(cfg.model, shape)
-        opt = optim.adam(cfg.train.lr, cfg.train.warmup)
+        net = networks.build_score_net(cfg.model, shape, cfg.train.precision)
+        opt = optim.adam(cfg.train.lr, cfg.train.warmup, cfg.train.precision)
         opt.build(net.trainable_variables)
         ema = checkpoints.EMA(net.trainable_variables, cfg.train.ema_decay)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -52,7 +54,11 @@ def make_train_step(cfg: RunConfig, state: State, strategy):
         with tf.GradientTape() as tape:
             per_ex = losses.dsm_loss_given(sde, score, batch["x0"], batch["u"], batch["e"], tc.weighting, tc.importance)
             loss = tf.nn.compute_average_loss(per_ex, global_batch_size=tc.batch_size)
-        return loss, tape.gradient(loss, variables)
+            scaled = loss * optim.loss_scale(state.optimizer)       # fp16: loss scaling (else 1)
+        return loss, tape.gradient(scaled, variables)
+
+    if tc.jit:      # XLA for the forward and backward pass; the all-reduce and the update stay outside
+        loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
 
     def replica_step(batch):
         loss, grads = (loss_and_grads(batch) if tc.grad_accum == 1

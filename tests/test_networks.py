@@ -17,13 +17,15 @@ def roundtrip(layer):
     return clone
 
 
-@pytest.mark.parametrize("layer", [FourierTime(16, 4.0), NoiseEmbedding(16, 2.0), ResBlock(8, 0.1), AttnBlock()])
+@pytest.mark.parametrize("layer", [FourierTime(16, 4.0), NoiseEmbedding(16, 2.0), NoiseEmbedding(16, 2.0, features=4),
+                                   ResBlock(8, 0.1), ResBlock(8, 0.1, resample="down"), AttnBlock()])
 def test_layer_config_roundtrip(layer):
     roundtrip(layer)
 
 
-def test_unet_roundtrip_gives_the_same_function():
-    net = ScoreUNet(**TINY_UNET)
+@pytest.mark.parametrize("layout", ["ddpm", "ddpmpp"])
+def test_unet_roundtrip_gives_the_same_function(layout):
+    net = ScoreUNet(**TINY_UNET, layout=layout)
     x, c = tf.random.normal([3, 8, 8, 1]), tf.constant([-3.0, -1.0, 0.0])
     y = net([x, c])
     clone = roundtrip(net)
@@ -79,3 +81,15 @@ def test_score_function_divides_by_std_and_conditions_on_log_std():
     s = networks.score_function(fake_net, sde)(tf.zeros([2, 3]), t)
     np.testing.assert_allclose(seen["c"], np.log(sde.std(t)), rtol=1e-6)
     np.testing.assert_allclose(s[:, 0], 1.0 / sde.std(t), rtol=1e-6)
+
+
+def test_biggan_blocks_resample_inside_the_block():
+    """A DDPM++ (BigGAN) block halves or doubles the side, with a 1x1 conv on the resampled skip;
+    2x2 average pooling of a constant image keeps the constant."""
+    emb = tf.zeros([2, 16])
+    for resample, side in (("down", 4), ("up", 16)):
+        block = ResBlock(8, resample=resample)
+        assert block(tf.ones([2, 8, 8, 8]), emb).shape == (2, side, side, 8)
+        assert block.skip is not None
+    with pytest.raises(ValueError, match="resample"):
+        ResBlock(8, resample="sideways")

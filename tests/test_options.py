@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import click
 import numpy as np
@@ -26,22 +27,27 @@ RUNS = [
                "--lr", "1e-3", "--warmup", "1", "--ema-decay", "0.99", "--grad-clip", "1", "--weighting", "likelihood",
                "--importance", "--seed", "1", "--beta-0", "0.1", "--beta-1", "20", "--num-res-blocks", "1",
                "--dropout", "0.1", "--checkpoint-every", "1", "--log-every", "1", "--grad-accum", "2",
-               "--strategy", "default", "--json", *TINY[:6], "--no-progress", "--sample-grid", "4"]),
+               "--strategy", "default", "--precision", "fp32", "--json", *TINY[:6], "--no-progress", "--sample-grid", "4"]),
     ("train", ["--sde", "ve", "--T", "0.6", "--sigma-min", "0.01", "--sigma-max", "4", "--dataset", "gmm1d",
                "--width", "8", "--weighting", "variance", "--no-importance", "--strategy", "auto",
-               "--data-dir", "{tmp}", "--workdir", "{new}", *TINY]),
+               "--data-dir", "{tmp}", "--workdir", "{new}", "--precision", "bf16", "--jit", *TINY]),
     ("train", ["--sde", "subvp", "--T", "0.5", "--dry-run", "--workdir", "{new}"]),
+    ("train", ["--preset", "ddpmpp-mnist", "--precision", "fp16", "--no-jit", "--dry-run", "--workdir", "{new}"]),
+    ("train", ["--preset", "ddpmpp-cifar10", "--T", "0.4", "--dry-run", "--workdir", "{new}"]),
     ("fit-prior", ["--workdir", "{img_copy}", "--prior", "glow", "--T", "0.3", "--target", "sde", "--lr", "1e-3",
-                   "--seed", "1", "--glow-levels", "1", "--checkpoint-every", "1", "--strategy", "default", "--json",
+                   "--seed", "1", "--preset", "glow-cifar10", "--glow-levels", "1", "--checkpoint-every", "1",
+                   "--strategy", "default", "--precision", "fp32", "--json", *TINY_GLOW]),
+    ("fit-prior", ["--workdir", "{img_copy}", "--preset", "glow-mnist", "--precision", "bf16", "--jit", "--json",
                    *TINY_GLOW]),
     ("fit-prior", ["--workdir", "{img_copy}", "--prior", "gaussian", "--fit-samples", "100", "--strategy", "auto"]),
-    ("fit-prior", ["--workdir", "{toy_copy}", "--prior", "gmm", "--target", "ode", "--components", "2"]),
+    ("fit-prior", ["--workdir", "{toy_copy}", "--prior", "gmm", "--target", "ode", "--components", "2",
+                   "--precision", "fp16"]),
     ("fit-prior", ["--workdir", "{toy_copy}", "--prior", "dpgmm", "--components", "3", "--fit-samples", "500",
                    "--json"]),
     ("sample", ["--workdir", "{img}", "--sampler", "em", "--steps", "3", "--num-samples", "3", "--seed", "1",
-                "--prior", "aux", "--temperature", "0.9", "--out", "{tmp}/s", "--json"]),
+                "--prior", "aux", "--temperature", "0.9", "--out", "{tmp}/s", "--precision", "fp32", "--json"]),
     ("sample", ["--workdir", "{img}", "--sampler", "pc", "--steps", "2", "--num", "2", "--snr", "0.2",
-                "--prior", "noise", "--T", "0.3", "--json"]),
+                "--prior", "noise", "--T", "0.3", "--precision", "fp16", "--json"]),
     ("sample", ["--workdir", "{toy}", "--sampler", "ode", "--num-samples", "16", "--prior", "auto", "--json"]),
     ("sample", ["--workdir", "{toy}", "--sampler", "ode", "--rtol", "1e-2", "--atol", "1e-3", "--num-samples", "8",
                 "--prior", "noise", "--json"]),
@@ -49,15 +55,18 @@ RUNS = [
                 "--prior", "noise", "--json"]),
     ("sample", ["--workdir", "{img}", "--sampler", "dpm2m", "--steps", "3", "--num-samples", "2", "--prior", "aux",
                 "--no-progress", "--json"]),
+    ("sample", ["--workdir", "{img}", "--sampler", "em", "--steps", "3", "--num-samples", "2", "--precision", "bf16",
+                "--prior", "aux", "--jit", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--dataset", "gmm1d", "--data-dir", "{tmp}", "--split", "test",
                   "--num-examples", "4", "--batch-size", "2", "--rtol", "1e-3", "--atol", "1e-3",
                   "--divergence", "hutchinson", "--seed", "1", "--prior", "aux", "--elbo-draws", "3",
-                  "--control-variate", "on", "--json"]),
+                  "--control-variate", "on", "--precision", "fp16", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--divergence", "exact", "--num-examples", "4", "--prior", "noise",
                   "--T", "0.5", "--control-variate", "off", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--num-examples", "3", "--control-variate", "optimal", "--elbo-draws", "1",
-                  "--repeats", "2", "--no-progress", "--json"]),
-    ("evaluate", ["--workdir", "{toy}", "--prior", "auto", "--num-examples", "2", "--no-progress", "--json"]),
+                  "--repeats", "2", "--no-progress", "--precision", "fp32", "--json"]),
+    ("evaluate", ["--workdir", "{toy}", "--prior", "auto", "--num-examples", "2", "--no-progress", "--precision", "bf16",
+                  "--jit", "--json"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x1", "--prior", "auto", "--rtol", "1e-3", "--atol", "1e-3",
                 "--json"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x2", "--prior", "noise", "--T", "0.5"]),
@@ -143,6 +152,9 @@ def check(command: str, args: list, output: str, tmp):
                 want = cfg[section][field]
                 assert str(want) == value or float(want) == float(value), (opt, value, want)
         assert cfg["train"]["importance"] == ("--importance" in args)
+        assert cfg["train"]["jit"] == ("--jit" in args) and cfg["train"]["preset"] == opts.get("--preset", "")
+        if "--preset" in args:              # the preset's network, and its parameter count (test_precision)
+            assert cfg["model"]["layout"] == "ddpmpp" and cfg["parameters"] > 10**6
     if command == "sample":
         n = int(opts.get("--num-samples") or opts.get("--num"))
         with np.load(report["npz"]) as f:
@@ -154,7 +166,8 @@ def check(command: str, args: list, output: str, tmp):
         if opts.get("--sampler") == "ode":
             assert (report["rtol"], report["atol"]) == (float(opts.get("--rtol", 1e-5)), float(opts.get("--atol", 1e-5)))
         progress = f"NFE {report['nfe']}  eta" if opts.get("--sampler") == "ode" else f"{report['nfe']}/{report['nfe']} NFE"
-        assert (progress in output) != ("--no-progress" in opts), output      # the final line: all evaluations
+        shown = "--no-progress" not in opts and "--jit" not in opts          # a host callback: not under XLA
+        assert (progress in output) == shown, output                         # the final line: all evaluations
         if opts.get("--sampler") in ("heun", "dpm2m"):
             steps = int(opts["--steps"])
             assert report["nfe"] == {"heun": 2 * steps + 1, "dpm2m": steps + 1}[opts["--sampler"]]
@@ -163,6 +176,7 @@ def check(command: str, args: list, output: str, tmp):
         assert np.isfinite(report["likelihood"]["log_prob"]) and report["divergence"] == opts.get("--divergence",
                                                                                                    "hutchinson")
         assert report["repeats"] == int(opts.get("--repeats", 1))
+        assert (report["precision"], report["jit"]) == (opts.get("--precision", "fp32"), "--jit" in args)
         from shortdiff_tf.elbo import DEFAULT_DRAWS
         e = report["elbo_noise"]
         assert e["draws_per_example"] == int(opts.get("--elbo-draws", DEFAULT_DRAWS)) and np.isfinite(e["elbo"])
@@ -170,8 +184,16 @@ def check(command: str, args: list, output: str, tmp):
         if "elbo_aux" in report:                                  # paired: the difference of the prior terms
             gain = report["elbo_aux_minus_noise"]
             assert gain["mean"] == pytest.approx(report["elbo_aux"]["prior_term"] - e["prior_term"], abs=1e-6)
+    if command == "fit-prior":
+        prior_cfg = json.loads((Path(opts["--workdir"]) / "prior" / "config.json").read_text())
+        assert (prior_cfg["precision"], prior_cfg["jit"]) == (opts.get("--precision", "fp32"), "--jit" in args)
+        preset = {"glow-cifar10": (3, 32, 512), "glow-mnist": (2, 16, 256)}.get(opts.get("--preset"))
+        if preset:                           # the preset's architecture, with the --glow-* options given on top
+            want = [int(opts.get(o, p)) for o, p in zip(("--glow-levels", "--glow-steps", "--glow-hidden"), preset)]
+            assert [prior_cfg[k] for k in ("levels", "steps_per_level", "hidden")] == want
     if command == "fit-prior" and report:
-        assert report["kind"] == opts["--prior"] and ("effective_components" in report) == (opts["--prior"] == "dpgmm")
+        kind = opts.get("--prior", "glow")
+        assert report["kind"] == kind and ("effective_components" in report) == (kind == "dpgmm")
     if command == "export":
         assert (tmp / opts["--out"].rsplit("/", 1)[1] / "saved_model.pb").exists()
 

@@ -34,27 +34,29 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
                  batch_size: int = 32, rtol: float = 1e-5, atol: float = 1e-5, divergence: str = "hutchinson",
                  seed: int = 0, T: Optional[float] = None, data_dir: Optional[str] = None,
                  prior: str = "auto", progress: bool = False, elbo_draws: int = elbo_lib.DEFAULT_DRAWS,
-                 control: str = "optimal", repeats: int = 1) -> dict:
+                 control: str = "optimal", repeats: int = 1, precision: str = "fp32", jit: bool = False) -> dict:
     """PF-ODE log-likelihood per example (``repeats`` passes of one dequantisation and one
     Hutchinson probe each, averaged per example: ScoreSDE's protocol) with the chosen prior at T
     as the prior term, and the ELBO on the same examples with p_noise (L) and, when the run has
     one, the auxiliary prior (L_phi) from the same (t, e) draws.  With the auxiliary prior the
     likelihood under p_noise is reported too (``likelihood_noise``), from the same ODE solves.
-    Each finished batch is kept under RUN/evaluations/ (``eval_store``): a rerun resumes."""
+    Each finished batch is kept under RUN/evaluations/ (``eval_store``): a rerun resumes.
+    ``precision``: the score network's compute dtype; ``jit``: XLA for the ODE's right-hand side."""
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1; got {repeats}")
-    run = load_run(run_dir)
+    run = load_run(run_dir, precision)
     arr = load_eval_data(run, dataset, split_name, num_examples, data_dir)
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde, score = run.sde(T), run.score_fn(T)
     seeds = [repeat_seed(seed, r) for r in range(repeats)]
     xs = [data_lib.to_model_space(arr, split(s, 0)) for s in seeds]    # one dequantisation per pass
     start = time.perf_counter()
-    est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence)
+    est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence, jit=jit)
     store = EvalStore(run.run_dir, {"dataset": dataset or run.cfg.data.dataset, "split": split_name,
                                     "num_examples": len(arr), "batch_size": batch_size, "rtol": rtol, "atol": atol,
                                     "divergence": divergence, "seed": seed, "T": sde.T, "prior": prior_name,
-                                    "checkpoint_step": run.step, "data_dir": str(data_dir)})
+                                    "checkpoint_step": run.step, "data_dir": str(data_dir),
+                                    **({} if precision == "fp32" and not jit else {"precision": precision, "jit": jit})})
     bar = Progress(len(arr) * repeats, enabled=progress, unit=" examples")
     with RunLock(store.dir / ".lock", "shortdiff evaluate"):
         store.open()
@@ -63,7 +65,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     passes = [d[0] for d in done]
     parts = [p for ps in passes for p in ps]
     report = {"dataset": dataset or run.cfg.data.dataset, "split": split_name, "num_examples": len(arr),
-              "T": sde.T, "eps": sde.eps, "rtol": rtol, "atol": atol, "divergence": divergence, "repeats": repeats,
+              "T": sde.T, "eps": sde.eps, "rtol": rtol, "atol": atol, "divergence": divergence, "repeats": repeats, "precision": precision, "jit": jit,
               "nfe_mean": float(np.mean([p.nfe for p in parts])), "seconds": time.perf_counter() - start,
               "resumed_batches": sum(d[1] for d in done), "store": str(store.dir),
               "checkpoint_step": run.step, "prior": prior_name, "dim": math.prod(run.shape)}

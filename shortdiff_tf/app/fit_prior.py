@@ -21,7 +21,7 @@ from shortdiff_tf.prior_fit import glow, mixtures, store, targets
 from shortdiff_tf.runlock import RunLock
 
 
-RESUME_FREE = ("steps", "checkpoint_every", "log_every")
+RESUME_FREE = ("steps", "checkpoint_every", "log_every", "jit")
 
 
 def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, log=print,
@@ -29,7 +29,7 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
     """Fit nu_phi at pcfg.T on the run's training data and store it; -> a summary dict.
     The writer holds ``RUN/prior/.lock`` (score training of the same run may go on beside it)."""
     strategy = strategy or tf.distribute.get_strategy()
-    run = load_run(run_dir)
+    run = load_run(run_dir, pcfg.precision)
     sde = run.sde(pcfg.T)                                           # T <= the run's T, before writing
     _check_kind(pcfg, run.shape)
     saved = store.load_config(run_dir)

@@ -19,6 +19,7 @@ class Run:
     net: object
     step: int
     checkpoint: str
+    precision: str = "fp32"
 
     @property
     def shape(self):
@@ -35,8 +36,9 @@ class Run:
         return networks.score_function(self.net, self.sde(T))
 
 
-def load_run(run_dir) -> Run:
-    """Restore the EMA weights of the latest checkpoint into a freshly built network."""
+def load_run(run_dir, precision: str = "fp32") -> Run:
+    """Restore the EMA weights of the latest checkpoint into a freshly built network that
+    computes in ``precision`` (the weights are fp32 whatever the run was trained in)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist; train one with "
@@ -45,13 +47,13 @@ def load_run(run_dir) -> Run:
     path = checkpoints.latest(run_dir)
     if path is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint yet; run `shortdiff train --workdir {run_dir}` first")
-    net = networks.build_score_net(cfg.model, cfg.data.shape)
+    net = networks.build_score_net(cfg.model, cfg.data.shape, precision)
     ema = checkpoints.EMA(net.trainable_variables, cfg.train.ema_decay)
     step = tf.Variable(0, dtype=tf.int64)
     ckpt = tf.train.Checkpoint(params=checkpoints.variable_dict(net.variables), ema=ema, step=step)
     checkpoints.restore(ckpt, path, partial=True)
     ema.copy_to(net.trainable_variables)
-    return Run(cfg, run_dir, net, int(step.numpy()), path)
+    return Run(cfg, run_dir, net, int(step.numpy()), path, precision)
 
 
 PRIOR_CHOICES = ("auto", "aux", "noise")

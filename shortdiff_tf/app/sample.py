@@ -62,17 +62,18 @@ class Samples:
 def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples: int = 64, seed: int = 0,
          T: Optional[float] = None, snr: Optional[float] = None, prior: str = "auto",
          temperature: float = 1.0, eps: Optional[float] = None, rtol: Optional[float] = None,
-         atol: Optional[float] = None, progress: bool = False) -> Samples:
+         atol: Optional[float] = None, progress: bool = False, jit: bool = False) -> Samples:
     """``num_samples`` samples, starting at T from the auxiliary prior (``aux``) or p_noise (``noise``);
-    with ``progress`` a progress line on stderr."""
+    with ``progress`` a progress line on stderr (a host callback per network evaluation, which XLA
+    cannot compile: with ``jit`` there is none).  ``jit``: XLA (``samplers.Sampler``)."""
     if num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1; got {num_samples}")
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde = run.sde(T)
     cfg = samplers.preset(sampler, steps, snr, temperature, eps, rtol, atol)
-    ticker = Ticker(sde.T) if progress else None
+    ticker = Ticker(sde.T) if progress and not jit else None
     smp = samplers.Sampler(sde, samplers.reporting(run.score_fn(T), ticker) if ticker else run.score_fn(T),
-                           prior_obj, cfg)
+                           prior_obj, cfg, jit=jit)
     if ticker:
         ticker.expect(smp.planned_nfe(), smp.sde.eps)
     start = time.perf_counter()
@@ -85,7 +86,8 @@ def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples
         raise FloatingPointError("the sampler produced non-finite values; try more --steps or the ode sampler")
     report = {"num_samples": num_samples, "sampler": sampler, "nfe": res.nfe, "seconds": seconds,
               "steps": None if cfg.method == "ode" else smp.default_steps(), "T": sde.T, "eps": smp.sde.eps,
-              "seed": seed, "prior": prior_name, "temperature": temperature, "checkpoint_step": run.step}
+              "seed": seed, "prior": prior_name, "temperature": temperature, "checkpoint_step": run.step,
+              "precision": run.precision, "jit": jit}
     if cfg.method == "ode":
         report.update(rtol=cfg.rtol, atol=cfg.atol)
     return Samples(x, report)
@@ -94,10 +96,11 @@ def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples
 def sample_run(run_dir, sampler: str = "em", steps: Optional[int] = None, num_samples: int = 64, seed: int = 0,
                T: Optional[float] = None, out: Optional[str] = None, snr: Optional[float] = None,
                prior: str = "auto", temperature: float = 1.0, eps: Optional[float] = None,
-               rtol: Optional[float] = None, atol: Optional[float] = None, progress: bool = False) -> dict:
+               rtol: Optional[float] = None, atol: Optional[float] = None, progress: bool = False,
+               precision: str = "fp32", jit: bool = False) -> dict:
     """Draw samples of a run and write ``out``.png and ``out``.npz (default: RUN/samples/...)."""
-    run = load_run(run_dir)
-    s = draw(run, sampler, steps, num_samples, seed, T, snr, prior, temperature, eps, rtol, atol, progress)
+    run = load_run(run_dir, precision)
+    s = draw(run, sampler, steps, num_samples, seed, T, snr, prior, temperature, eps, rtol, atol, progress, jit)
     r = s.report
     stem = Path(out) if out else (run.run_dir / "samples" /
                                   f"{sampler}-T{r['T']:g}-{r['prior'].replace(':', '-')}-seed{seed}")

@@ -24,7 +24,7 @@ from shortdiff_tf.files import append_jsonl, truncate_jsonl
 from shortdiff_tf.progress import Progress
 from shortdiff_tf.runlock import RunLock
 
-RESUME_FREE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_grid", "grad_accum", "lr")
+RESUME_FREE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_grid", "grad_accum", "lr", "jit")
 
 
 def check_resumable(cfg: RunConfig, run_dir: Path) -> RunConfig:

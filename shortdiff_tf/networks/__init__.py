@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from shortdiff_tf.networks import precision as precision_lib
 from shortdiff_tf.networks.embeddings import FourierTime, NoiseEmbedding
 from shortdiff_tf.networks.mlp import ScoreMLP
 from shortdiff_tf.networks.unet import AttnBlock, ResBlock, ScoreUNet
@@ -32,7 +33,7 @@ def _unet(cfg, shape):
         raise ValueError(f"the U-Net needs square images [H, H, C]; got data of shape {list(shape)}")
     return ScoreUNet(image_size=shape[0], channels=shape[2], ch=cfg.ch, ch_mult=cfg.ch_mult,
                      num_res_blocks=cfg.num_res_blocks, attn_resolutions=cfg.attn_resolutions,
-                     dropout=cfg.dropout, fourier_scale=cfg.fourier_scale, name="score_unet")
+                     dropout=cfg.dropout, fourier_scale=cfg.fourier_scale, layout=cfg.layout, name="score_unet")
 
 
 def _mlp(cfg, shape):
@@ -44,10 +45,12 @@ def _mlp(cfg, shape):
 BUILDERS = {"unet": _unet, "mlp": _mlp}
 
 
-def build_score_net(cfg, shape):
-    """Build (and create the weights of) the score network of a ModelConfig for data of ``shape``."""
+def build_score_net(cfg, shape, precision: str = "fp32"):
+    """Build (and create the weights of) the score network of a ModelConfig for data of ``shape``,
+    computing in ``precision`` (fp32, bf16 or fp16; weights in fp32)."""
     if cfg.kind not in BUILDERS:
         raise ValueError(f"unknown model kind {cfg.kind!r}; choose one of {', '.join(sorted(BUILDERS))}")
-    net = BUILDERS[cfg.kind](cfg, tuple(shape))
-    net([tf.zeros((1,) + tuple(shape)), tf.zeros([1])])
+    with precision_lib.policy(precision):             # sub-layers are made when the net is first called
+        net = BUILDERS[cfg.kind](cfg, tuple(shape))
+        net([tf.zeros((1,) + tuple(shape)), tf.zeros([1])])
     return net

@@ -10,6 +10,8 @@ import math
 import keras
 from keras import ops
 
+from shortdiff_tf.networks.precision import FP32
+
 
 @keras.saving.register_keras_serializable(package="shortdiff")
 class FourierTime(keras.layers.Layer):
@@ -38,18 +40,21 @@ class FourierTime(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="shortdiff")
 class NoiseEmbedding(keras.layers.Layer):
-    """c [B] -> Fourier features -> Dense -> SiLU -> Dense: the conditioning vector [B, 4 ch]."""
+    """c [B] -> ``features`` Fourier features -> Dense -> SiLU -> Dense: the conditioning vector
+    [B, dim] (dim = 4 ch; ``features`` defaults to dim, DDPM++ uses ch)."""
 
-    def __init__(self, dim: int, fourier_scale: float = 16.0, **kw):
+    def __init__(self, dim: int, fourier_scale: float = 16.0, features: int = 0, **kw):
         super().__init__(**kw)
         self.dim, self.fourier_scale = int(dim), float(fourier_scale)
-        self.fourier = FourierTime(self.dim, self.fourier_scale, name="fourier")
+        self.features = int(features) or self.dim
+        # sin(2 pi w c) with |2 pi w c| up to hundreds: in bf16 it would be noise
+        self.fourier = FourierTime(self.features, self.fourier_scale, name="fourier", dtype=FP32)
         self.dense_0 = keras.layers.Dense(self.dim, name="dense_0")
         self.dense_1 = keras.layers.Dense(self.dim, name="dense_1")
 
     def build(self, c_shape):
         self.fourier.build(c_shape)
-        self.dense_0.build(tuple(c_shape) + (self.dim,))
+        self.dense_0.build(tuple(c_shape) + (self.features,))
         self.dense_1.build(tuple(c_shape) + (self.dim,))
 
     def call(self, c):
@@ -59,4 +64,5 @@ class NoiseEmbedding(keras.layers.Layer):
         return tuple(c_shape) + (self.dim,)
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "fourier_scale": self.fourier_scale}
+        return {**super().get_config(), "dim": self.dim, "fourier_scale": self.fourier_scale,
+                "features": self.features}

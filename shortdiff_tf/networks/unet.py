@@ -1,9 +1,17 @@
-"""A DDPM++-family score U-Net in Keras 3 (Song et al. 2021, App. H; Ho et al. 2020).
+"""Score U-Nets in Keras 3: the DDPM layout (Ho et al. 2020) and ScoreSDE's DDPM++ (Song et al.
+2021, App. H).
 
 Residual blocks (GroupNorm, SiLU, 3x3 conv, the noise embedding added between the convs,
-skip rescaled by 1/sqrt(2)), self-attention at the listed resolutions, strided-conv down- and
-nearest+conv up-sampling.  Input (x [B, H, W, C], c = log std(t) [B]) -> [B, H, W, C]; the
-score wrapper divides the output by std(t).
+skip rescaled by 1/sqrt(2)) and self-attention at the listed resolutions, in two layouts:
+
+- ``ddpm``: strided-conv down- and nearest+conv up-sampling, attention after every block;
+- ``ddpmpp`` (DDPM++): BigGAN residual blocks that resample inside the block (2x2 average
+  pooling down, nearest up, a 1x1 conv on the skip), attention after every block on the way down
+  and once per resolution on the way up, and a noise embedding of ch features (ScoreSDE's
+  ``resblock_type='biggan'``, ``fir=False``, ``progressive='none'``, ``skip_rescale=True``).
+
+Input (x [B, H, W, C], c = log std(t) [B]) -> [B, H, W, C]; the score wrapper divides the
+output by std(t).
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from keras import ops
 from shortdiff_tf.networks.embeddings import NoiseEmbedding
 from shortdiff_tf.networks.dropout import Dropout
 from shortdiff_tf.networks.groupnorm import GroupNorm
+from shortdiff_tf.networks.precision import FP32
 
 SKIP_SCALE = 1.0 / math.sqrt(2.0)
 
@@ -32,33 +41,45 @@ def _conv(ch, name, stride=1, zero=False, kernel=3):
     return keras.layers.Conv2D(ch, kernel, strides=stride, padding="same", kernel_initializer=init, name=name)
 
 
+LAYOUTS = ("ddpm", "ddpmpp")
+RESAMPLE = {None: lambda x: x,
+            "up": lambda x: ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2),
+            "down": lambda x: ops.average_pool(x, 2, 2, "valid")}
+
+
 @keras.saving.register_keras_serializable(package="shortdiff")
 class ResBlock(keras.layers.Layer):
-    """h = conv(SiLU(GN(x))) + Dense(SiLU(emb)); h = conv(dropout(SiLU(GN(h)))); (skip(x) + h)/sqrt 2."""
+    """h = conv(R(SiLU(GN(x)))) + Dense(SiLU(emb)); h = conv(dropout(SiLU(GN(h))));
+    (skip(R(x)) + h) / sqrt 2, with R the block's resampling (none, "up" or "down": BigGAN's
+    block) and skip a 1x1 conv when the channels change or the block resamples."""
 
-    def __init__(self, out_ch: int, dropout: float = 0.0, **kw):
+    def __init__(self, out_ch: int, dropout: float = 0.0, resample=None, **kw):
         super().__init__(**kw)
-        self.out_ch, self.dropout = int(out_ch), float(dropout)
+        if resample not in RESAMPLE:
+            raise ValueError(f"ResBlock resample must be None, 'up' or 'down'; got {resample!r}")
+        self.out_ch, self.dropout, self.resample = int(out_ch), float(dropout), resample
         self.conv_0 = _conv(self.out_ch, "conv_0")
         self.conv_1 = _conv(self.out_ch, "conv_1", zero=True)
         self.emb_proj = keras.layers.Dense(self.out_ch, name="emb_proj")
-        self.norm_1 = GroupNorm(num_groups(self.out_ch), epsilon=1e-6, silu=True, name="norm_1")
+        self.norm_1 = GroupNorm(num_groups(self.out_ch), epsilon=1e-6, silu=True, name="norm_1", dtype=FP32)
         self.drop = Dropout(self.dropout, name="dropout")
 
     def build(self, x_shape, emb_shape=None):
         in_ch = x_shape[-1]
-        self.norm_0 = GroupNorm(num_groups(in_ch), epsilon=1e-6, silu=True, name="norm_0")
-        self.skip = _conv(self.out_ch, "skip", kernel=1) if in_ch != self.out_ch else None
+        self.norm_0 = GroupNorm(num_groups(in_ch), epsilon=1e-6, silu=True, name="norm_0", dtype=FP32)
+        needs_skip = in_ch != self.out_ch or self.resample is not None
+        self.skip = _conv(self.out_ch, "skip", kernel=1) if needs_skip else None
 
     def call(self, x, emb, training=None):
-        h = self.conv_0(self.norm_0(x))
+        resample = RESAMPLE[self.resample]
+        h = self.conv_0(resample(self.norm_0(x)))
         h = h + self.emb_proj(ops.silu(emb))[:, None, None, :]
         h = self.conv_1(self.drop(self.norm_1(h), training=training))
-        skip = x if self.skip is None else self.skip(x)
+        skip = resample(x) if self.skip is None else self.skip(resample(x))
         return (skip + h) * SKIP_SCALE
 
     def get_config(self):
-        return {**super().get_config(), "out_ch": self.out_ch, "dropout": self.dropout}
+        return {**super().get_config(), "out_ch": self.out_ch, "dropout": self.dropout, "resample": self.resample}
 
 
 @keras.saving.register_keras_serializable(package="shortdiff")
@@ -67,7 +88,7 @@ class AttnBlock(keras.layers.Layer):
 
     def build(self, x_shape):
         ch = x_shape[-1]
-        self.norm = GroupNorm(num_groups(ch), epsilon=1e-6, name="norm")
+        self.norm = GroupNorm(num_groups(ch), epsilon=1e-6, name="norm", dtype=FP32)
         self.qkv = keras.layers.Dense(3 * ch, name="qkv")
         self.proj = keras.layers.Dense(ch, kernel_initializer=keras.initializers.VarianceScaling(1e-10), name="proj")
 
@@ -76,7 +97,8 @@ class AttnBlock(keras.layers.Layer):
         ch = x.shape[-1]
         q, k, v = ops.split(self.qkv(self.norm(x)), 3, axis=-1)
         flat = lambda y: ops.reshape(y, (shape[0], -1, ch))
-        w = ops.softmax(ops.einsum("bic,bjc->bij", flat(q), flat(k)) / math.sqrt(ch), axis=-1)
+        logits = ops.einsum("bic,bjc->bij", flat(q), flat(k)) / math.sqrt(ch)
+        w = ops.cast(ops.softmax(ops.cast(logits, FP32), axis=-1), v.dtype)      # softmax in fp32
         h = ops.reshape(ops.einsum("bij,bjc->bic", w, flat(v)), shape)
         return (x + self.proj(h)) * SKIP_SCALE
 
@@ -87,22 +109,26 @@ class ScoreUNet(keras.Model):
 
     def __init__(self, image_size: int, channels: int, ch: int = 64, ch_mult=(1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions=(7,), dropout: float = 0.1,
-                 fourier_scale: float = 16.0, **kw):
+                 fourier_scale: float = 16.0, layout: str = "ddpm", **kw):
         super().__init__(**kw)
+        self.layout = layout
         self.image_size, self.channels, self.ch = int(image_size), int(channels), int(ch)
         self.ch_mult, self.num_res_blocks = tuple(int(m) for m in ch_mult), int(num_res_blocks)
         self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
         self.dropout, self.fourier_scale = float(dropout), float(fourier_scale)
         self._check()
-        self.embed = NoiseEmbedding(4 * self.ch, self.fourier_scale, name="embed")
+        features = self.ch if self.layout == "ddpmpp" else 4 * self.ch
+        self.embed = NoiseEmbedding(4 * self.ch, self.fourier_scale, features=features, name="embed")
         self.conv_in = _conv(self.ch, "conv_in")
         self._make_down(), self._make_mid(), self._make_up()
-        self.norm_out = GroupNorm(num_groups(self.ch), epsilon=1e-6, silu=True, name="norm_out")
+        self.norm_out = GroupNorm(num_groups(self.ch), epsilon=1e-6, silu=True, name="norm_out", dtype=FP32)
         self.conv_out = _conv(self.channels, "conv_out", zero=True)
 
     def _check(self):
         if self.image_size < 1 or self.channels < 1 or self.ch < 1 or not self.ch_mult:
             raise ValueError("ScoreUNet needs image_size, channels, ch >= 1 and a non-empty ch_mult")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown U-Net layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
         if self.image_size % 2 ** (len(self.ch_mult) - 1):
             # 'same' strided convs round up (28 -> 14 -> 7 -> 4) and the upsampling would not match
             raise ValueError(f"image_size {self.image_size} is not divisible by 2^{len(self.ch_mult) - 1}; "
@@ -118,7 +144,7 @@ class ScoreUNet(keras.Model):
                 attn = AttnBlock(name=f"down_{i}_attn_{r}") if res in self.attn_resolutions else None
                 self.down.append(("res", ResBlock(self.ch * mult, self.dropout, name=f"down_{i}_res_{r}"), attn))
             if i < len(self.ch_mult) - 1:
-                self.down.append(("down", _conv(self.ch * mult, f"down_{i}_resample", stride=2), None))
+                self.down.append(self._resampler("down", i, mult))
 
     def _make_mid(self):
         top = self.ch * self.ch_mult[-1]
@@ -130,10 +156,18 @@ class ScoreUNet(keras.Model):
         for i in reversed(range(len(self.ch_mult))):
             res, mult = self._resolutions()[i], self.ch_mult[i]
             for r in range(self.num_res_blocks + 1):
-                attn = AttnBlock(name=f"up_{i}_attn_{r}") if res in self.attn_resolutions else None
+                attended = res in self.attn_resolutions and (self.layout == "ddpm" or r == self.num_res_blocks)
+                attn = AttnBlock(name=f"up_{i}_attn_{r}") if attended else None
                 self.up.append(("res", ResBlock(self.ch * mult, self.dropout, name=f"up_{i}_res_{r}"), attn))
             if i > 0:
-                self.up.append(("up", _conv(self.ch * mult, f"up_{i}_resample"), None))
+                self.up.append(self._resampler("up", i, mult))
+
+    def _resampler(self, direction: str, level: int, mult: int):
+        """(kind, layer, None): a BigGAN block (ddpmpp), a strided conv or nearest + conv (ddpm)."""
+        name = f"{direction}_{level}_resample"
+        if self.layout == "ddpmpp":
+            return "resample", ResBlock(self.ch * mult, self.dropout, resample=direction, name=name), None
+        return direction, _conv(self.ch * mult, name, stride=2 if direction == "down" else 1), None
 
     def call(self, inputs, training=None):
         x, c = inputs
@@ -141,7 +175,7 @@ class ScoreUNet(keras.Model):
         h = self.conv_in(x)
         hs = [h]
         for kind, layer, attn in self.down:
-            h = layer(h, emb, training=training) if kind == "res" else layer(h)
+            h = layer(h, emb, training=training) if kind in ("res", "resample") else layer(h)
             h = attn(h) if attn is not None else h
             hs.append(h)
         h = self.mid[0](h, emb, training=training)
@@ -150,12 +184,14 @@ class ScoreUNet(keras.Model):
             if kind == "res":
                 h = layer(ops.concatenate([h, hs.pop()], axis=-1), emb, training=training)
                 h = attn(h) if attn is not None else h
+            elif kind == "resample":
+                h = layer(h, emb, training=training)
             else:
-                h = layer(ops.repeat(ops.repeat(h, 2, axis=1), 2, axis=2))
+                h = layer(RESAMPLE["up"](h))
         return self.conv_out(self.norm_out(h))
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "channels": self.channels,
                 "ch": self.ch, "ch_mult": list(self.ch_mult), "num_res_blocks": self.num_res_blocks,
                 "attn_resolutions": list(self.attn_resolutions), "dropout": self.dropout,
-                "fourier_scale": self.fourier_scale}
+                "fourier_scale": self.fourier_scale, "layout": self.layout}

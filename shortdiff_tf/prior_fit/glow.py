@@ -79,11 +79,18 @@ def _glow_state(pcfg: PriorConfig, shape, strategy):
 def _make_step(prior, opt, step, pcfg: PriorConfig, strategy):
     variables = prior.trainable_variables
 
-    def replica_step(x):
+    def loss_and_grads(x):
         with tf.GradientTape() as tape:
             nll = -prior.log_prob(x) / prior.dim                         # nats per dimension
             loss = tf.nn.compute_average_loss(nll, global_batch_size=pcfg.batch_size)
-        optim.clipped_apply(opt, tape.gradient(loss, variables), variables, pcfg.grad_clip)
+        return loss, tape.gradient(loss, variables)
+
+    if pcfg.jit:        # XLA for the flow's forward and backward pass; the update stays outside
+        loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+
+    def replica_step(x):
+        loss, grads = loss_and_grads(x)
+        optim.clipped_apply(opt, grads, variables, pcfg.grad_clip)
         return loss
 
     @tf.function

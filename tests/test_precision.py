@@ -1,0 +1,125 @@
+"""--precision and --jit: bf16, fp16 and XLA against fp32 on a few training steps and samples,
+exact resume in bf16 with XLA, and the DDPM++ preset's parameter count against the reference's."""
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from shortdiff_tf import config, data as data_lib, networks, pipeline, samplers, training
+from shortdiff_tf.app.train import train
+from tests.test_training import STEP, TINY, weights
+
+DIGITS = data_lib.load("digits", "train").array
+
+
+def losses_of(cfg, steps=3):
+    """The losses of the first ``steps`` steps on one device, and the trained state."""
+    strategy = tf.distribute.get_strategy()
+    state = training.build_state(cfg, (8, 8, 1), strategy)
+    step = training.make_train_step(cfg, state, strategy)
+    batch_fn = pipeline.make_batch_fn(DIGITS, cfg.train.batch_size, 0, True)
+    return [float(step(batch_fn(tf.constant(i, tf.int64)))[0]) for i in range(steps)], state
+
+
+def with_train(**kw):
+    return dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, **kw))
+
+
+@pytest.fixture(scope="module")
+def fp32_losses():
+    return losses_of(TINY)[0]
+
+
+@pytest.mark.parametrize("precision, jit, rel", [("bf16", False, 2e-2), ("fp32", True, 1e-4)])
+def test_reduced_precision_and_xla_give_the_fp32_losses(fp32_losses, precision, jit, rel):
+    """Three steps from the same initial weights and batches: bf16 (8-bit mantissa) within 2%,
+    XLA in fp32 within 1e-4 of the fp32 losses."""
+    got, state = losses_of(with_train(precision=precision, jit=jit))
+    np.testing.assert_allclose(got, fp32_losses, rtol=rel)
+    assert all(v.dtype == tf.float32 for v in state.net.trainable_variables)       # weights stay fp32
+
+
+def test_fp16_scales_the_loss_and_skips_overflowing_steps(fp32_losses):
+    """fp16: the first loss (same weights) within 0.2% of fp32's; the dynamic loss scale starts at
+    2^15, so the first steps' scaled gradients overflow: those steps are skipped (weights kept)
+    and the scale halved, never a non-finite weight."""
+    got, state = losses_of(with_train(precision="fp16"), steps=6)
+    assert got[0] == pytest.approx(fp32_losses[0], rel=2e-3)
+    assert np.all(np.isfinite(got))
+    assert 1.0 < float(state.optimizer.dynamic_scale) < 2.0**15
+    assert all(np.all(np.isfinite(v.numpy())) for v in state.net.trainable_variables)
+
+
+def test_bf16_and_xla_samples_match_fp32():
+    """With the same weights and x_T: Heun's deterministic sampler (5 steps) compiled by XLA within
+    1e-4 of the graph loop; Euler-Maruyama (10 steps, the same noise) in bf16 within 0.05 of fp32
+    (samples of about unit scale).  Under XLA, TF's Philox normals of a seed that is not a
+    constant differ from the TF kernel's, so a --jit SDE sampler draws other noise: its samples
+    are checked for finiteness and for the fp32 samples' scale (std within 10%)."""
+    nets = {p: networks.build_score_net(TINY.model, (8, 8, 1), p) for p in ("fp32", "bf16")}
+    nets["bf16"].set_weights(nets["fp32"].get_weights())
+    sde = TINY.sde.build()
+    prior = sde.prior((8, 8, 1))
+    run = lambda net, name, steps, jit: samplers.Sampler(sde, networks.score_function(net, sde), prior,
+                                                         samplers.preset(name, steps=steps), jit=jit)(32, 3).x.numpy()
+    np.testing.assert_allclose(run(nets["fp32"], "heun", 5, True), run(nets["fp32"], "heun", 5, False), atol=1e-4)
+    reference = run(nets["fp32"], "em", 10, False)
+    bf16 = run(nets["bf16"], "em", 10, False)
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(bf16, reference, atol=5e-2)
+    assert np.abs(bf16 - reference).max() > 0                      # it did compute in bf16
+    xla = run(nets["fp32"], "em", 10, True)
+    assert np.all(np.isfinite(xla)) and xla.std() == pytest.approx(reference.std(), rel=0.1)
+
+
+def test_a_bf16_xla_run_resumes_exactly(tmp_path):
+    """Stopped after 3 steps and resumed, a bf16 run with XLA ends with the weights of the
+    uninterrupted run (1e-6); a small MLP on 2-D points (the step's arithmetic is the same)."""
+    cfg = dataclasses.replace(STEP, train=dataclasses.replace(STEP.train, precision="bf16", jit=True))
+    train(cfg, tmp_path / "full", progress=False, log=lambda *_: None)
+    train(cfg, tmp_path / "split", progress=False, stop_after=3, log=lambda *_: None)
+    train(cfg, tmp_path / "split", progress=False, log=lambda *_: None)
+    for a, b in zip(weights(tmp_path / "full"), weights(tmp_path / "split")):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def reference_ddpmpp_count(nf, ch_mult, num_res_blocks, attn_resolutions, image_size, channels) -> int:
+    """The trainable parameters of ScoreSDE's NCSNpp with resblock_type 'biggan', progressive
+    'none', positional embedding and conditional=True, counted layer by layer from its module
+    list (independently of our Keras code)."""
+    conv = lambda k, i, o: k * k * i * o + o
+    dense = lambda i, o: i * o + o
+    gn = lambda c: 2 * c
+    block = lambda i, o, resample=False: (gn(i) + conv(3, i, o) + dense(4 * nf, o) + gn(o) + conv(3, o, o)
+                                          + (conv(1, i, o) if i != o or resample else 0))
+    attn = lambda c: gn(c) + 4 * dense(c, c)                      # GroupNorm_0, NIN_0..3
+    res = [image_size // 2**i for i in range(len(ch_mult))]
+    total = dense(nf, 4 * nf) + dense(4 * nf, 4 * nf) + conv(3, channels, nf)
+    hs, ch = [nf], nf
+    for i, mult in enumerate(ch_mult):
+        for _ in range(num_res_blocks):
+            total, ch = total + block(ch, nf * mult), nf * mult
+            total += attn(ch) if res[i] in attn_resolutions else 0
+            hs.append(ch)
+        if i < len(ch_mult) - 1:
+            total += block(ch, ch, resample=True)
+            hs.append(ch)
+    total += 2 * block(ch, ch) + attn(ch)
+    for i in reversed(range(len(ch_mult))):
+        for _ in range(num_res_blocks + 1):
+            total, ch = total + block(ch + hs.pop(), nf * ch_mult[i]), nf * ch_mult[i]
+        total += attn(ch) if res[i] in attn_resolutions else 0
+        total += block(ch, ch, resample=True) if i > 0 else 0
+    return total + gn(ch) + conv(3, ch, channels)
+
+
+@pytest.mark.parametrize("preset", ["ddpmpp-mnist", "ddpmpp-cifar10"])
+def test_the_ddpmpp_presets_have_the_reference_parameter_count(preset):
+    """Our DDPM++ network of each preset has exactly the reference layout's trainable parameters
+    (ddpmpp-cifar10: ScoreSDE's DDPM++ cont. (VP), 61,804,419)."""
+    cfg = config.run_preset(preset)
+    m, shape = cfg.model, cfg.data.shape
+    net = networks.build_score_net(m, shape)
+    assert networks.count_params(net) == reference_ddpmpp_count(m.ch, m.ch_mult, m.num_res_blocks,
+                                                                m.attn_resolutions, shape[0], shape[2])
