@@ -57,7 +57,7 @@ def resolve_train_config(workdir, ctx, opts: dict) -> config_lib.RunConfig:
     dataset = opts["dataset"]
     if opts.get("download"):
         data_lib.load(dataset, "train", opts.get("data_dir"), download=True)
-    shape = data_lib.load(dataset, "train", opts.get("data_dir")).shape
+    shape = data_lib.shape_of(dataset, "train", opts.get("data_dir"))
     base = config_lib.RunConfig(data=config_lib.DataConfig(dataset=dataset, shape=shape),
                                 model=config_lib.model_preset(shape),
                                 train=config_lib.train_preset(dataset, shape))
@@ -70,6 +70,6 @@ def _from_preset(name: str, opts: dict, given: dict) -> config_lib.RunConfig:
     --dataset takes its shape from the data."""
     base = config_lib.run_preset(name)
     if "dataset" in given and given["dataset"] != base.data.dataset:
-        shape = data_lib.load(given["dataset"], "train", opts.get("data_dir")).shape
+        shape = data_lib.shape_of(given["dataset"], "train", opts.get("data_dir"))
         base = dataclasses.replace(base, data=dataclasses.replace(base.data, shape=shape))
     return _apply(base, given)

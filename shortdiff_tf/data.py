@@ -40,6 +40,20 @@ class ArrayData:
         return int(self.array.shape[0])
 
 
+def is_tfds(dataset: str) -> bool:
+    """True for a TFDS name: not digits, a toy, an .npz file or an image folder (these are held
+    in memory; TFDS sets are streamed in training, ``streaming``)."""
+    return not (dataset in TOY_NAMES or dataset == "digits" or dataset.endswith(".npz") or Path(dataset).is_dir())
+
+
+def shape_of(dataset: str, split: str = "train", data_dir: Optional[str] = None) -> tuple:
+    """The example shape of a data set; a TFDS set's from its metadata, without reading it."""
+    if dataset and is_tfds(dataset):
+        from shortdiff_tf import streaming
+        return streaming.source(dataset, split, data_dir).shape
+    return load(dataset, split, data_dir).shape
+
+
 def load(dataset: str, split: str = "train", data_dir: Optional[str] = None, download: bool = False) -> ArrayData:
     """Load a split by name: ``digits``, ``gmm1d``/``gmm2d``, a .npz file, an image folder, or a TFDS name."""
     if not dataset or not dataset.strip():

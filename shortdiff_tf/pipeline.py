@@ -33,7 +33,6 @@ def make_batch_fn(array: np.ndarray, batch_size: int, seed: int, dequantize: boo
     if batch_size > n:
         raise ValueError(f"batch size {batch_size} exceeds the {n} training examples; lower --batch-size")
     source = tf.constant(array)
-    is_image = array.dtype == np.uint8
 
     def batch(step):
         j = step * batch_size + tf.range(batch_size, dtype=tf.int64)
@@ -41,16 +40,21 @@ def make_batch_fn(array: np.ndarray, batch_size: int, seed: int, dequantize: boo
         first = epoch[0]
         orders = tf.stack([epoch_order(n, first, seed), epoch_order(n, first + 1, seed)])
         idx = tf.gather_nd(orders, tf.stack([epoch - first, j % n], axis=1))
-        x = tf.gather(source, idx)
-        s = split(tf.constant([seed, 2]), step)
-        if is_image:
-            u_pix = tf.random.stateless_uniform(tf.shape(x), split(s, 0)) if dequantize else 0.5
-            x = data_lib.dequantize(x, u_pix * tf.ones(tf.shape(x)))
-        x = tf.cast(x, tf.float32)
-        return {"x0": x, "u": tf.random.stateless_uniform([batch_size], split(s, 1), dtype=tf.float64),
-                "e": tf.random.stateless_normal(tf.shape(x), split(s, 2))}
+        return with_noise(tf.gather(source, idx), split(tf.constant([seed, 2]), step), dequantize)
 
     return batch
+
+
+def with_noise(x, seed, dequantize: bool) -> dict:
+    """A batch x (uint8 images or float vectors) -> {x0, u, e} with its noise from ``seed``:
+    images dequantised (u ~ U(0, 1), or 1/2 without ``dequantize``) and scaled, the uniforms u
+    [B] of the diffusion times, and e ~ N(0, I)."""
+    if x.dtype == tf.uint8:
+        u_pix = tf.random.stateless_uniform(tf.shape(x), split(seed, 0)) if dequantize else 0.5
+        x = data_lib.dequantize(x, u_pix * tf.ones(tf.shape(x)))
+    x = tf.cast(x, tf.float32)
+    return {"x0": x, "u": tf.random.stateless_uniform(tf.shape(x)[:1], split(seed, 1), dtype=tf.float64),
+            "e": tf.random.stateless_normal(tf.shape(x), split(seed, 2))}
 
 
 def step_dataset(batch_fn: Callable, start: int, stop: int) -> tf.data.Dataset:

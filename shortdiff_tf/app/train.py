@@ -18,7 +18,8 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import checkpoints, data as data_lib, distribute, images, networks, pipeline, samplers, training
+from shortdiff_tf import (checkpoints, data as data_lib, distribute, images, networks, pipeline, samplers, streaming,
+                          training)
 from shortdiff_tf.config import RunConfig
 from shortdiff_tf.files import append_jsonl, truncate_jsonl
 from shortdiff_tf.progress import Progress
@@ -58,19 +59,23 @@ def _diff(a: dict, b: dict, prefix="") -> str:
 
 def prepare(cfg: RunConfig, run_dir: Path, strategy) -> tuple:
     """Every check that needs no writing: data, settings against the run's, batch divisibility.
-    -> (cfg with the data shape, training array)."""
-    array = data_lib.load(cfg.data.dataset, cfg.data.split, cfg.data.data_dir).array
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, shape=tuple(array.shape[1:])))
+    -> (cfg with the data shape, the training data: an array in memory, or a TFDS stream)."""
+    d = cfg.data
+    source = (streaming.source(d.dataset, d.split, d.data_dir) if data_lib.is_tfds(d.dataset)
+              else data_lib.load(d.dataset, d.split, d.data_dir).array)
+    shape = source.shape if isinstance(source, streaming.TFDSSource) else source.shape[1:]
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, shape=tuple(shape)))
     cfg = check_resumable(cfg, run_dir)
     cfg.sde.build()                                   # validate T, eps before writing anything
-    if cfg.train.batch_size > len(array):
-        raise ValueError(f"batch size {cfg.train.batch_size} exceeds the {len(array)} training examples; "
+    n = source.num_examples if isinstance(source, streaming.TFDSSource) else len(source)
+    if 0 <= n < cfg.train.batch_size:
+        raise ValueError(f"batch size {cfg.train.batch_size} exceeds the {n} training examples; "
                          f"lower --batch-size")
     parts = strategy.num_replicas_in_sync * cfg.train.grad_accum
     if cfg.train.batch_size % parts:
         raise ValueError(f"batch size {cfg.train.batch_size} is not divisible by the {strategy.num_replicas_in_sync} "
                          f"replica(s) x {cfg.train.grad_accum} accumulation step(s); change --batch-size or --grad-accum")
-    return cfg, array
+    return cfg, source
 
 
 def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = None,
@@ -82,15 +87,16 @@ def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = 
     """
     strategy = strategy or tf.distribute.get_strategy()
     run_dir = Path(run_dir)
-    cfg, array = prepare(cfg, run_dir, strategy)
+    cfg, data = prepare(cfg, run_dir, strategy)
     if not distribute.is_chief(strategy):
-        return _train(cfg, run_dir, array, strategy, progress, stop_after, log)
+        return _train(cfg, run_dir, data, strategy, progress, stop_after, log)
     with RunLock(run_dir / ".lock", "shortdiff train"):
-        return _train(cfg, run_dir, array, strategy, progress, stop_after, log)
+        return _train(cfg, run_dir, data, strategy, progress, stop_after, log)
 
 
-def _train(cfg, run_dir: Path, array, strategy, progress, stop_after, log) -> dict:
-    state = training.build_state(cfg, array.shape[1:], strategy)
+def _train(cfg, run_dir: Path, data, strategy, progress, stop_after, log) -> dict:
+    state = training.build_state(cfg, cfg.data.shape, strategy)
+    batches = _batches(cfg, state, data, strategy)         # a stream's iterator joins the checkpoint
     out = distribute.write_dir(run_dir, strategy)      # the run directory, or a non-chief's scratch
     ckpt_dir = checkpoints.checkpoint_dir(run_dir)
     latest = (checkpoints.recover(ckpt_dir, log) if out == run_dir      # every worker: the chief's
@@ -110,17 +116,34 @@ def _train(cfg, run_dir: Path, array, strategy, progress, stop_after, log) -> di
     log(f"training {run_dir} from step {start} to {stop} ({networks.count_params(state.net):,} parameters, "
         f"{strategy.num_replicas_in_sync} replica(s))")
     try:
-        result = _loop(cfg, out, state, manager, strategy, start, stop, array, progress)
+        result = _loop(cfg, out, state, manager, strategy, start, stop, batches, progress)
     finally:
         if out != run_dir:
             shutil.rmtree(out, ignore_errors=True)
     return {**result, "run_dir": str(run_dir), "chief": out == run_dir, "weights_digest": training.weights_digest(state.net)}
 
 
-def _loop(cfg, run_dir, state, manager, strategy, start, stop, array, progress) -> dict:
+def _batches(cfg, state, data, strategy):
+    """start, stop -> the distributed batches of those steps.  In memory: batches computed from
+    the step (``pipeline``).  A TFDS stream on one machine: its iterator, attached to the
+    checkpoint, so a restored checkpoint resumes the stream where it stopped; on several
+    machines (each worker reads its own shard, and the chief's checkpoint holds only the chief's
+    iterator) the stream is rebuilt and its first ``start`` batches skipped (``streaming``)."""
+    tc = cfg.train
+    if isinstance(data, streaming.TFDSSource):
+        make = lambda start: streaming.iterator(data, tc.batch_size, tc.seed, tc.dequantize, strategy, start=start)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return lambda start, stop: (next(it) for it in [make(start)] for _ in range(start, stop))
+        it = make(0)
+        state.ckpt.data_iterator = it
+        return lambda start, stop: (next(it) for _ in range(start, stop))
+    batch_fn = pipeline.make_batch_fn(data, tc.batch_size, tc.seed, tc.dequantize)
+    return lambda start, stop: pipeline.distributed_batches(batch_fn, start, stop, strategy)
+
+
+def _loop(cfg, run_dir, state, manager, strategy, start, stop, batches, progress) -> dict:
     step_fn = training.make_train_step(cfg, state, strategy)
-    batch_fn = pipeline.make_batch_fn(array, cfg.train.batch_size, cfg.train.seed, cfg.train.dequantize)
-    dist = pipeline.distributed_batches(batch_fn, start, stop, strategy)
+    dist = batches(start, stop)
     writer = tf.summary.create_file_writer(str(run_dir / "tb"))
     bar = Progress(stop, start, enabled=progress)
     metrics_path, t0, last = run_dir / "metrics.jsonl", time.perf_counter(), (start, time.perf_counter())
@@ -145,7 +168,7 @@ def _loop(cfg, run_dir, state, manager, strategy, start, stop, array, progress) 
                 manager.save(checkpoint_number=step)
         bar.close()
         writer.flush()
-    if step == cfg.train.steps and len(array.shape) == 4 and cfg.train.sample_grid > 0:
+    if step == cfg.train.steps and len(cfg.data.shape) == 3 and cfg.train.sample_grid > 0:
         if progress:
             bar.stream.write(f"sampling {cfg.train.sample_grid} EMA images for TensorBoard (--sample-grid 0 skips it)\n")
         _log_sample_grid(cfg, state, writer, step)
