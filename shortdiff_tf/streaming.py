@@ -102,9 +102,28 @@ def dataset(src: TFDSSource, global_batch: int, seed: int, dequantize: bool, inp
 
 
 def iterator(src: TFDSSource, global_batch: int, seed: int, dequantize: bool, strategy: tf.distribute.Strategy,
-             buffer: int = SHUFFLE_BUFFER, start: int = 0):
+             buffer: int = SHUFFLE_BUFFER, start: int = 0, map_fn=None):
     """A checkpointable iterator over the strategy's distributed batches of ``src`` from step
-    ``start`` on."""
-    dist = strategy.distribute_datasets_from_function(
-        lambda ctx: dataset(src, global_batch, seed, dequantize, ctx, buffer, start))
+    ``start`` on, each per-replica batch passed through ``map_fn`` when given."""
+    def per_pipeline(ctx):
+        ds = dataset(src, global_batch, seed, dequantize, ctx, buffer, start)
+        return ds if map_fn is None else ds.map(map_fn, deterministic=True)
+
+    dist = strategy.distribute_datasets_from_function(per_pipeline)
     return iter(dist)
+
+
+def resumable_batches(src: TFDSSource, global_batch: int, seed: int, dequantize: bool, strategy, ckpt,
+                      map_fn=None):
+    """-> (start, stop) -> the distributed batches of steps start .. stop - 1, resumable with ``ckpt``.
+
+    On one machine the iterator joins ``ckpt`` (call this before restoring it), so a restored
+    checkpoint resumes the stream where it stopped.  On several machines each worker reads its
+    own shard and the chief's checkpoint holds only the chief's iterator: the stream is rebuilt
+    and its first ``start`` batches skipped (exact too, at the cost of reading them).
+    """
+    make = lambda start: iterator(src, global_batch, seed, dequantize, strategy, start=start, map_fn=map_fn)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return lambda start, stop: (next(it) for it in [make(start)] for _ in range(start, stop))
+    ckpt.data_iterator = it = make(0)
+    return lambda start, stop: (next(it) for _ in range(start, stop))

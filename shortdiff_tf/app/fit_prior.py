@@ -14,7 +14,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import data as data_lib, distribute
+from shortdiff_tf import data as data_lib, distribute, streaming
 from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.prior_fit import glow, mixtures, store, targets
@@ -43,7 +43,11 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
 
 
 def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_after) -> dict:
-    array = data_lib.load(run.cfg.data.dataset, "train", run.cfg.data.data_dir).array
+    d = run.cfg.data
+    if pcfg.kind == "glow" and pcfg.target == "sde" and data_lib.is_tfds(d.dataset):       # streamed
+        return glow.fit_glow(sde, streaming.source(d.dataset, "train", d.data_dir), run.shape, pcfg, run_dir,
+                             strategy, progress, log, stop_after)
+    array = data_lib.load(d.dataset, "train", d.data_dir).array
     if pcfg.target == "ode":
         log(f"pushing {len(array)} training examples through the PF-ODE to T={sde.T:g}")
         source = targets.ode_targets(sde, run.score_fn(pcfg.T), array, pcfg.seed)

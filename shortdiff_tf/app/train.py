@@ -125,18 +125,11 @@ def _train(cfg, run_dir: Path, data, strategy, progress, stop_after, log) -> dic
 
 def _batches(cfg, state, data, strategy):
     """start, stop -> the distributed batches of those steps.  In memory: batches computed from
-    the step (``pipeline``).  A TFDS stream on one machine: its iterator, attached to the
-    checkpoint, so a restored checkpoint resumes the stream where it stopped; on several
-    machines (each worker reads its own shard, and the chief's checkpoint holds only the chief's
-    iterator) the stream is rebuilt and its first ``start`` batches skipped (``streaming``)."""
+    the step (``pipeline``).  A TFDS stream: resumable through the checkpoint
+    (``streaming.resumable_batches``)."""
     tc = cfg.train
     if isinstance(data, streaming.TFDSSource):
-        make = lambda start: streaming.iterator(data, tc.batch_size, tc.seed, tc.dequantize, strategy, start=start)
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return lambda start, stop: (next(it) for it in [make(start)] for _ in range(start, stop))
-        it = make(0)
-        state.ckpt.data_iterator = it
-        return lambda start, stop: (next(it) for _ in range(start, stop))
+        return streaming.resumable_batches(data, tc.batch_size, tc.seed, tc.dequantize, strategy, state.ckpt)
     batch_fn = pipeline.make_batch_fn(data, tc.batch_size, tc.seed, tc.dequantize)
     return lambda start, stop: pipeline.distributed_batches(batch_fn, start, stop, strategy)
 

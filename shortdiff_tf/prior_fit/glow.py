@@ -18,7 +18,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import checkpoints, distribute, optim, pipeline
+from shortdiff_tf import checkpoints, distribute, optim, pipeline, streaming
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.files import append_jsonl, truncate_jsonl
 from shortdiff_tf.prior_fit import store
@@ -27,14 +27,15 @@ from shortdiff_tf.progress import Progress
 
 def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress: bool = True, log=print,
              stop_after: Optional[int] = None) -> dict:
-    """Fit (or resume fitting) a Glow prior on ``source`` (uint8 data, or ODE targets) at sde.T."""
+    """Fit (or resume fitting) a Glow prior on ``source`` (uint8 data or ODE targets in memory, or
+    a TFDS stream) at sde.T."""
     out = store.prior_dir(run_dir)
-    target = _target_fn(sde, source, pcfg)
     prior, opt, step = _glow_state(pcfg, shape, strategy)
-    with strategy.scope():
-        prior.initialize(target(tf.constant(0, tf.int64)))            # data-dependent ActNorm
-        opt.build(prior.trainable_variables)
     ckpt = tf.train.Checkpoint(prior=prior, optimizer=opt, step=step)
+    first, batches = _targets(sde, source, pcfg, strategy, ckpt)
+    with strategy.scope():
+        prior.initialize(first)                                       # data-dependent ActNorm
+        opt.build(prior.trainable_variables)
     write = distribute.write_dir(out, strategy)          # RUN/prior, or a non-chief worker's scratch
     latest = (checkpoints.recover(out / "checkpoints", log) if write == out      # every worker: the chief's
               else checkpoints.newest_complete(out / "checkpoints"))
@@ -46,24 +47,31 @@ def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress:
         truncate_jsonl(out / "metrics.jsonl", int(step.numpy()))
     step_fn = _make_step(prior, opt, step, pcfg, strategy)
     try:
-        result = _loop(prior, opt, step, manager, step_fn, target, pcfg, write, strategy, progress, log, stop_after)
+        result = _loop(prior, opt, step, manager, step_fn, batches, pcfg, write, progress, log, stop_after)
     finally:
         if write != out:
             shutil.rmtree(write, ignore_errors=True)
     return {**result, "prior_dir": str(out)}
 
 
-def _target_fn(sde, source, pcfg: PriorConfig):
-    """step -> the global batch of targets at T."""
-    batch_fn = pipeline.make_batch_fn(source, pcfg.batch_size, pcfg.seed + 7919, dequantize=True)
+def _targets(sde, source, pcfg: PriorConfig, strategy, ckpt):
+    """-> (a first global batch of targets at T, (start, stop) -> the distributed batches).
+    In memory: batches computed from the step (``pipeline``); a TFDS stream: its iterator, which
+    joins the checkpoint ``ckpt`` (as in score training, ``app.train``)."""
+    seed = pcfg.seed + 7919
 
-    def target(step):
-        b = batch_fn(step)
+    def at_T(b):
         if pcfg.target == "ode":
             return b["x0"]
-        return sde.perturb(b["x0"], tf.fill([pcfg.batch_size], sde.T), b["e"])   # fresh e every batch
+        return sde.perturb(b["x0"], tf.fill(tf.shape(b["x0"])[:1], sde.T), b["e"])   # fresh e every batch
 
-    return target
+    if isinstance(source, streaming.TFDSSource):
+        first = at_T(next(iter(streaming.dataset(source, pcfg.batch_size, seed, True, buffer=pcfg.batch_size))))
+        return first, streaming.resumable_batches(source, pcfg.batch_size, seed, True, strategy, ckpt, map_fn=at_T)
+    batch_fn = pipeline.make_batch_fn(source, pcfg.batch_size, seed, dequantize=True)
+    target = lambda step: at_T(batch_fn(step))
+    return target(tf.constant(0, tf.int64)), lambda start, stop: pipeline.distributed_batches(target, start, stop,
+                                                                                              strategy)
 
 
 def _glow_state(pcfg: PriorConfig, shape, strategy):
@@ -102,7 +110,7 @@ def _make_step(prior, opt, step, pcfg: PriorConfig, strategy):
     return fn
 
 
-def _loop(prior, opt, step, manager, step_fn, target, pcfg, out: Path, strategy, progress, log, stop_after):
+def _loop(prior, opt, step, manager, step_fn, batches, pcfg, out: Path, progress, log, stop_after):
     begin = int(step.numpy())
     stop = pcfg.steps if stop_after is None else min(pcfg.steps, begin + stop_after)
     log(f"fitting a Glow prior ({sum(int(tf.size(v)) for v in prior.trainable_variables):,} parameters) at "
@@ -110,7 +118,7 @@ def _loop(prior, opt, step, manager, step_fn, target, pcfg, out: Path, strategy,
     bar, t0 = Progress(stop, begin, enabled=progress), time.perf_counter()
     good, restores, loss = _snapshot(prior, opt), 0, float("nan")
     try:
-        for i, x in zip(range(begin, stop), pipeline.distributed_batches(target, begin, stop, strategy)):
+        for i, x in zip(range(begin, stop), batches(begin, stop)):
             loss = float(step_fn(x))
             if not math.isfinite(loss):                               # NaN guard: back to the last good state
                 _restore(prior, opt, good)
