@@ -68,7 +68,13 @@ def _T_grid(ctx, param, value):
 @click.option("--reuse-score", type=click.Path(), default=None,
               help="Images: a run trained at T = 1, reused on [eps, T] at every T of the grid.")
 @click.option("--extractor", default=None,
-              help="Images: FID/KID features, a `shortdiff train-classifier` .keras file or inception:WEIGHTS.h5.")
+              help="Images: FID/KID features: fid-inception:classify_image_graph_def.pb (the standard FID network), "
+                   "a `shortdiff train-classifier` .keras file, or inception:WEIGHTS.h5 (Keras InceptionV3).")
+@click.option("--fid-samples", type=click.IntRange(2), default=None,
+              help="Images: samples per FID  [default: 50,000 with fid-inception, else --num-samples].")
+@click.option("--fid-stats", type=click.Path(dir_okay=False), default=None,
+              help="Images: reference statistics of the extractor (.npz with mu, sigma, the original FID code's "
+                   "format)  [default: the training images' features].")
 @click.option("--optimize-T", "optimize", type=click.Choice(["joint", "after"]), default=None,
               help="Also ascend the ELBO in T (toy): joint = with the score fit, after = on the largest-T model.")
 @click.option("--optimize-steps", type=click.IntRange(1), default=2000, help="Ascent steps for --optimize-T.")
@@ -78,8 +84,8 @@ def _T_grid(ctx, param, value):
 @json_option
 @friendly
 def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, num_eval, num_ll, num_samples,
-          num_examples, rtol, atol, samplers, glow_hidden, glow_steps, reuse_score, extractor, optimize, optimize_steps,
-          workdir, no_progress, as_json):
+          num_examples, rtol, atol, samplers, glow_hidden, glow_steps, reuse_score, extractor, fid_samples, fid_stats,
+          optimize, optimize_steps, workdir, no_progress, as_json):
     """How much T is enough: the ELBO terms, likelihood, sample quality and NFE against T.
     e.g.  shortdiff study --dataset gmm1d --T-grid 0.2,0.4,0.6,0.8,1.0 --optimize-T joint"""
     workdir = workdir or str(Path("studies") / f"{Path(dataset).stem}-{sde}")
@@ -96,7 +102,7 @@ def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, 
                       num_examples=num_examples, samplers=tuple(s.strip() for s in samplers.split(",") if s.strip()),
                       rtol=rtol, atol=atol, glow_hidden=glow_hidden, glow_steps_per_level=glow_steps,
                       reuse_score=reuse_score,
-                      extractor=extractor)
+                      extractor=extractor, fid_samples=fid_samples, fid_stats=fid_stats)
     click.echo(f"study directory: {workdir}")
     r = run_study(cfg, workdir, optimize=optimize, optimize_steps=optimize_steps, log=click.echo,
                   progress=not no_progress)

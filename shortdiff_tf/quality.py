@@ -6,10 +6,19 @@ features of an injectable extractor.
         (Bińkowski et al. 2018)
 
 An extractor is any callable uint8 images [N, H, W, C] -> float features [N, F] with a ``name``.
-Two are provided: the penultimate layer of a small classifier trained on the labelled training
-split (``train_classifier``; offline, so tests and this machine can use it) and InceptionV3 pool
-features when its weights file is available locally (``inception_extractor``).  FIDs from
-different extractors or sample counts are not comparable, so every report carries both.
+Three are provided:
+
+- ``StandardInception``: the network every FID in the literature uses, the TF Inception graph of
+  2015-12-05 (``classify_image_graph_def.pb``) read from a local file, fed at ``ExpandDims:0``
+  with pixels 0..255 (the graph resizes to 299 x 299 itself) and read at ``pool_3:0`` (2048
+  features), as the original FID code does; reference statistics in that code's ``.npz`` format
+  (``mu``, ``sigma``: ``save_stats``, ``load_stats``);
+- the penultimate layer of a small classifier trained on the labelled training split
+  (``train_classifier``; offline, so tests and this machine can use it);
+- Keras' InceptionV3 pool features from a local weights file (``inception_extractor``; not the
+  FID network: its weights and resizing differ).
+
+FIDs from different extractors or sample counts are not comparable, so every report carries both.
 """
 from __future__ import annotations
 
@@ -131,11 +140,102 @@ def inception_extractor(weights: str):
     return extract
 
 
+STANDARD_INPUT, STANDARD_OUTPUT = "ExpandDims:0", "pool_3:0"
+STANDARD_FID_SAMPLES = 50_000            # the literature's sample count with the standard network
+
+
+class StandardInception:
+    """pool_3 features of the FID Inception graph (``classify_image_graph_def.pb``, a local file).
+
+    The frozen graph is imported once into a ``tf.function`` with its input ``ExpandDims:0``
+    mapped to a batch [N, H, W, 3] of float pixels 0..255; grey images are repeated over three
+    channels.  -> float64 [N, 2048]."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"FID Inception graph {path} not found; copy classify_image_graph_def.pb "
+                                    f"(from inception-2015-12-05.tgz) there")
+        graph_def = tf.compat.v1.GraphDef()
+        try:
+            graph_def.ParseFromString(path.read_bytes())
+        except Exception:  # noqa: BLE001  (protobuf's DecodeError)
+            raise ValueError(f"{path} is not a TF GraphDef (.pb); use classify_image_graph_def.pb") from None
+        names = {n.name for n in graph_def.node}
+        missing = [t for t in (STANDARD_INPUT, STANDARD_OUTPUT) if t.split(":")[0] not in names]
+        if missing:
+            raise ValueError(f"{path} has no tensor {', '.join(missing)}: not the FID Inception graph "
+                             f"(classify_image_graph_def.pb)")
+
+        def pool3(images):
+            return tf.compat.v1.import_graph_def(graph_def, input_map={STANDARD_INPUT: images},
+                                                 return_elements=[STANDARD_OUTPUT], name="fid")[0]
+
+        self._fn = tf.compat.v1.wrap_function(pool3, [tf.TensorSpec([None, None, None, 3], tf.float32)])
+        self.name = f"inception-2015-12-05 pool_3 ({path.name})"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+        x = np.asarray(images, np.float32)
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise ValueError(f"the FID network takes images [N, H, W, 1 or 3]; got {list(x.shape)}")
+        x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+        out = self._fn(tf.constant(x))
+        return np.asarray(out, np.float64).reshape(len(x), -1)
+
+
+def save_stats(path, features: np.ndarray) -> Path:
+    """Reference statistics of features [N, F] in the original FID code's format (mu, sigma)."""
+    from shortdiff_tf.files import atomic_write
+    mu, sigma = gaussian_stats(features)
+
+    def write(tmp: Path):
+        with open(tmp, "wb") as f:                          # a file object: np.savez adds no suffix
+            np.savez(f, mu=mu, sigma=sigma, num_examples=len(features))
+
+    return atomic_write(Path(path), write)
+
+
+def load_stats(path):
+    """-> (mu [F], sigma [F, F]) from an .npz with ``mu`` and ``sigma`` (the original FID code's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FID statistics {path} not found; give an .npz with mu and sigma")
+    try:
+        with np.load(path) as f:
+            mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
+    except (OSError, ValueError, KeyError, EOFError):
+        raise ValueError(f"{path} is not an .npz with arrays mu and sigma (the FID statistics format)") from None
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)) or not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{path}: mu must be [F] and sigma [F, F], finite; got {list(mu.shape)} and "
+                         f"{list(sigma.shape)}")
+    return mu, sigma
+
+
+def fid_against_stats(samples: np.ndarray, stats, extractor: Extractor, batch_size: int = 256) -> dict:
+    """FID of uint8 ``samples`` against reference statistics (mu, sigma) of the same extractor."""
+    f_s = features(extractor, samples, batch_size)
+    mu, sigma = stats
+    if f_s.shape[1] != len(mu):
+        raise ValueError(f"the statistics have {len(mu)} features, the extractor gives {f_s.shape[1]}; "
+                         f"compute them with the same network")
+    return {"fid": frechet_distance(*gaussian_stats(f_s), mu, sigma), "num_samples": len(samples),
+            "extractor": getattr(extractor, "name", type(extractor).__name__), "feature_dim": int(f_s.shape[1])}
+
+
 def load_extractor(spec: str) -> Extractor:
-    """``inception:PATH`` or the path of a classifier saved by ``train_classifier``."""
+    """``fid-inception:PATH`` (the standard FID graph), ``inception:PATH`` (Keras InceptionV3
+    weights) or the path of a classifier saved by ``train_classifier``."""
+    if spec.startswith("fid-inception:"):
+        return StandardInception(spec.split(":", 1)[1])
     if spec.startswith("inception:"):
         return inception_extractor(spec.split(":", 1)[1])
     return ClassifierFeatures(spec)
+
+
+def is_standard(extractor) -> bool:
+    return isinstance(extractor, StandardInception)
 
 
 def _unit(images: np.ndarray):

@@ -44,6 +44,8 @@ class StudyConfig:
     reuse_score: Optional[str] = None
     num_examples: int = 64         # test images for bits/dim
     extractor: Optional[str] = None
+    fid_samples: Optional[int] = None   # samples per FID [default: 50,000 with the standard network, else num_samples]
+    fid_stats: Optional[str] = None     # reference statistics (.npz with mu, sigma) of the same extractor
 
     def __post_init__(self):
         if not self.T_grid:

@@ -16,6 +16,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -104,13 +105,43 @@ def _samples(cfg: StudyConfig, run, T: float, prior: str, extractor, reference, 
         sample.write(run, s.x, run.run_dir / "samples" / f"{sampler}-{prior}")
         out.update({f"nfe_{sampler}_{prior}": s.report["nfe"], f"seconds_{sampler}_{prior}": s.report["seconds"]})
         if extractor is not None:
-            q = quality.sample_quality(data_lib.to_uint8(s.x), reference, extractor)
-            out.update({f"fid_{sampler}_{prior}": q["fid"], f"kid_{sampler}_{prior}": q["kid"],
-                        f"kid_std_{sampler}_{prior}": q["kid_std"], "fid_num_samples": q["num_samples"],
+            pixels = fid_images(cfg, run, sampler, prior, T, data_lib.to_uint8(s.x), extractor, log)
+            if isinstance(reference, tuple):                          # (mu, sigma): no KID without features
+                q = quality.fid_against_stats(pixels, reference, extractor)
+            else:
+                q = quality.sample_quality(pixels, reference, extractor)
+                out.update({f"kid_{sampler}_{prior}": q["kid"], f"kid_std_{sampler}_{prior}": q["kid_std"]})
+            out.update({f"fid_{sampler}_{prior}": q["fid"], "fid_num_samples": q["num_samples"],
                         "fid_extractor": q["extractor"]})
     return out
 
 
-def reference_images(run_dir) -> np.ndarray:
+def fid_samples(cfg: StudyConfig, extractor) -> int:
+    """Samples per FID: --fid-samples, else 50,000 with the standard network (as in the
+    literature), else --num-samples."""
+    if cfg.fid_samples:
+        return cfg.fid_samples
+    return quality.STANDARD_FID_SAMPLES if quality.is_standard(extractor) else cfg.num_samples
+
+
+def fid_images(cfg: StudyConfig, run, sampler: str, prior: str, T: float, first: np.ndarray, extractor,
+               log=print) -> np.ndarray:
+    """uint8 samples for the FID: the ``first`` batch (seed 1), then batches of --num-samples with
+    seeds (1, i) until there are ``fid_samples`` of them."""
+    n, parts, i = fid_samples(cfg, extractor), [first], 1
+    while sum(len(p) for p in parts) < n:
+        size = min(cfg.num_samples, n - sum(len(p) for p in parts))
+        if i == 1:
+            log(f"T={T:g}: drawing {n} samples with {sampler} from the {prior} prior for the FID")
+        parts.append(data_lib.to_uint8(sample.draw(run, sampler=sampler, num_samples=size, seed=(1, i), prior=prior,
+                                                   T=T).x))
+        i += 1
+    return np.concatenate(parts)[:n]
+
+
+def reference_images(run_dir, stats: Optional[str] = None):
+    """The FID reference: statistics (mu, sigma) from ``stats``, else the run's training images."""
+    if stats:
+        return quality.load_stats(stats)
     data = RunConfig.load(run_dir).data
     return data_lib.load(data.dataset, "train", data.data_dir).array

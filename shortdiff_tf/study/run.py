@@ -93,7 +93,7 @@ def _toy_points(cfg, study_dir, log) -> list:
 def _image_points(cfg, study_dir, log, progress=False) -> list:
     from shortdiff_tf import quality
     extractor = quality.load_extractor(cfg.extractor) if cfg.extractor else None
-    reference = images.reference_images(cfg.reuse_score) if extractor is not None else None
+    reference = images.reference_images(cfg.reuse_score, cfg.fid_stats) if extractor is not None else None
     points = []
     for T in cfg.T_grid:
         p = images.image_point(cfg, study_dir, T, extractor, reference, log=log, progress=progress)
