@@ -174,19 +174,22 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, 
 @prior_option
 @eval_precision_option
 @click.option("--jit", is_flag=True, help="XLA-compile the ODE's right-hand side (drift and divergence).")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored"]), default="auto",
+              help="Split each likelihood batch over the replicas: auto = mirrored when several GPUs are visible.")
 @click.option("--no-progress", is_flag=True, help="No progress line per batch.")
 @json_option
 @friendly
 def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, rtol, atol, divergence, seed, T,
-             repeats, elbo_draws, control_variate, prior, precision, jit, no_progress, as_json):
+             repeats, elbo_draws, control_variate, prior, precision, jit, strategy, no_progress, as_json):
     """Bits/dim by the probability-flow ODE, and the ELBO, with their terms.
     e.g.  shortdiff evaluate --workdir runs/digits-vp-T0.4 --num-examples 64"""
     checks.trained_run(workdir)
     load_tensorflow()
+    from shortdiff_tf import distribute
     from shortdiff_tf.app.evaluate import evaluate_run
     r = evaluate_run(workdir, dataset, split_name, num_examples, batch_size, rtol, atol, divergence, seed, T,
                      data_dir, prior, progress=not no_progress, elbo_draws=elbo_draws, control=control_variate,
-                     repeats=repeats, precision=precision, jit=jit)
+                     repeats=repeats, precision=precision, jit=jit, strategy=distribute.get(strategy))
     report(r, as_json, _evaluate_lines(r))
 
 

@@ -72,8 +72,9 @@ class LikelihoodEstimator:
     """Compiled PF-ODE likelihood for one (sde, score, prior) triple; retraces only on new shapes."""
 
     def __init__(self, sde: SDE, score_fn, prior, rtol: float = 1e-5, atol: float = 1e-5,
-                 divergence: str = "hutchinson", probe: str = "rademacher", jit: bool = False):
-        """``jit``: XLA-compile the ODE's right-hand side (the drift and its divergence)."""
+                 divergence: str = "hutchinson", probe: str = "rademacher", jit: bool = False, strategy=None):
+        """``jit``: XLA-compile the ODE's right-hand side (the drift and its divergence).
+        ``strategy``: split each batch over its replicas (``_replicated``)."""
         if divergence not in DIVERGENCES:
             raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         if probe not in PROBES:
@@ -82,6 +83,7 @@ class LikelihoodEstimator:
             raise ValueError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
         self.sde, self.score_fn, self.prior = sde, score_fn, prior
         self.rtol, self.atol, self.divergence, self.probe, self.jit = rtol, atol, divergence, probe, jit
+        self.strategy = strategy if strategy is not None and strategy.num_replicas_in_sync > 1 else None
         self._solve = tf.function(self._solve_impl, autograph=False)     # no Python control flow: no conversion cost
 
     def __call__(self, x0, seed=0) -> LogLikelihood:
@@ -99,8 +101,20 @@ class LikelihoodEstimator:
     def terms(self, x0, seed):
         """Graph-safe: -> (x_T, log prior(x_T), delta log p, nfe) as tensors."""
         z = probe_noise(tf.shape(x0), as_seed(seed), self.probe, x0.dtype)
-        x_T, delta, nfe = self._solve(x0, z)
+        x_T, delta, nfe = self._solve(x0, z) if self.strategy is None else self._replicated(x0, z)
         return x_T, tf.cast(self.prior.log_prob(x_T), x0.dtype), delta, nfe
+
+    def _replicated(self, x0, z):
+        """Data parallel: replica k solves rows k B/R .. (k + 1) B/R - 1 of the batch with the same
+        probes as one device would use; -> the rows in order, and the largest replica NFE."""
+        s = self.strategy
+        share = lambda v: tf.split(v, s.num_replicas_in_sync)
+        xs, zs = share(x0), share(z)
+        args = s.experimental_distribute_values_from_function(
+            lambda ctx: (xs[ctx.replica_id_in_sync_group], zs[ctx.replica_id_in_sync_group]))
+        x_T, delta, nfe = s.run(lambda a: self._solve(*a), args=(args,))
+        rows = lambda v: tf.concat([tf.identity(p) for p in s.experimental_local_results(v)], 0)
+        return rows(x_T), rows(delta), tf.reduce_max(tf.stack(s.experimental_local_results(nfe)))
 
     def _solve_impl(self, x0, z):
         ones = tf.ones(tf.shape(x0)[:1], x0.dtype)

@@ -60,11 +60,11 @@ RUNS = [
     ("evaluate", ["--workdir", "{toy}", "--dataset", "gmm1d", "--data-dir", "{tmp}", "--split", "test",
                   "--num-examples", "4", "--batch-size", "2", "--rtol", "1e-3", "--atol", "1e-3",
                   "--divergence", "hutchinson", "--seed", "1", "--prior", "aux", "--elbo-draws", "3",
-                  "--control-variate", "on", "--precision", "fp16", "--json"]),
+                  "--control-variate", "on", "--precision", "fp16", "--strategy", "default", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--divergence", "exact", "--num-examples", "4", "--prior", "noise",
                   "--T", "0.5", "--control-variate", "off", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--num-examples", "3", "--control-variate", "optimal", "--elbo-draws", "1",
-                  "--repeats", "2", "--no-progress", "--precision", "fp32", "--json"]),
+                  "--repeats", "2", "--no-progress", "--precision", "fp32", "--strategy", "auto", "--json"]),
     ("evaluate", ["--workdir", "{toy}", "--prior", "auto", "--num-examples", "2", "--no-progress", "--precision", "bf16",
                   "--jit", "--json"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x1", "--prior", "auto", "--rtol", "1e-3", "--atol", "1e-3",
@@ -78,6 +78,8 @@ STRATEGY_RUNS = [
     ("fit-prior", ["--strategy", "multiworker", *TINY_GLOW]),
     ("train", ["--strategy", "mirrored", "--workdir", "{new}", *TINY]),
     ("fit-prior", ["--strategy", "mirrored", *TINY_GLOW]),
+    ("evaluate", ["--strategy", "mirrored", "--num-examples", "2", "--batch-size", "2", "--rtol", "1e-2", "--atol",
+                  "1e-2", "--elbo-draws", "1"]),
 ]
 COMMANDS = ("train", "fit-prior", "sample", "evaluate", "export")
 
@@ -220,15 +222,16 @@ for args in {runs!r}:
 
 
 def test_strategy_runs_in_a_fresh_process(tmp_path):
-    """multiworker (a one-worker cluster on localhost) and mirrored, for train and then fit-prior."""
+    """multiworker (a one-worker cluster on localhost) and mirrored, for train and then fit-prior;
+    evaluate of the mirrored run under mirrored."""
     runs = []
     for i, (command, args) in enumerate(STRATEGY_RUNS):
-        workdir = str(tmp_path / f"run{i // 2}")
+        workdir = str(tmp_path / f"run{min(i // 2, 1)}")         # evaluate: the mirrored run
         runs.append([command, *[workdir if a == "{new}" else a for a in args]]
                     + ([] if "--workdir" in args else ["--workdir", workdir]))
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(STRATEGIES.format(runs=runs))], capture_output=True,
                          text=True, timeout=300, env=env)
     exits = [line for line in out.stdout.splitlines() if line.startswith("EXIT")]
-    assert len(exits) == 4 and all(line.startswith("EXIT 0") for line in exits), out.stdout + out.stderr[-2000:]
+    assert len(exits) == 5 and all(line.startswith("EXIT 0") for line in exits), out.stdout + out.stderr[-2000:]
     assert "trained to step 2" in exits[0] and "fitted a glow prior" in exits[1]

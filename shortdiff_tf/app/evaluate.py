@@ -34,14 +34,20 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
                  batch_size: int = 32, rtol: float = 1e-5, atol: float = 1e-5, divergence: str = "hutchinson",
                  seed: int = 0, T: Optional[float] = None, data_dir: Optional[str] = None,
                  prior: str = "auto", progress: bool = False, elbo_draws: int = elbo_lib.DEFAULT_DRAWS,
-                 control: str = "optimal", repeats: int = 1, precision: str = "fp32", jit: bool = False) -> dict:
+                 control: str = "optimal", repeats: int = 1, precision: str = "fp32", jit: bool = False,
+                 strategy=None) -> dict:
     """PF-ODE log-likelihood per example (``repeats`` passes of one dequantisation and one
     Hutchinson probe each, averaged per example: ScoreSDE's protocol) with the chosen prior at T
     as the prior term, and the ELBO on the same examples with p_noise (L) and, when the run has
     one, the auxiliary prior (L_phi) from the same (t, e) draws.  With the auxiliary prior the
     likelihood under p_noise is reported too (``likelihood_noise``), from the same ODE solves.
     Each finished batch is kept under RUN/evaluations/ (``eval_store``): a rerun resumes.
-    ``precision``: the score network's compute dtype; ``jit``: XLA for the ODE's right-hand side."""
+    ``precision``: the score network's compute dtype; ``jit``: XLA for the ODE's right-hand side.
+    ``strategy``: each likelihood batch is split over its replicas (the ELBO runs on one device)."""
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if batch_size % replicas:
+        raise ValueError(f"--batch-size {batch_size} is not divisible by the {replicas} replicas; "
+                         f"use a multiple of {replicas}")
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1; got {repeats}")
     run = load_run(run_dir, precision)
@@ -51,12 +57,13 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     seeds = [repeat_seed(seed, r) for r in range(repeats)]
     xs = [data_lib.to_model_space(arr, split(s, 0)) for s in seeds]    # one dequantisation per pass
     start = time.perf_counter()
-    est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence, jit=jit)
+    est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence, jit=jit, strategy=strategy)
     store = EvalStore(run.run_dir, {"dataset": dataset or run.cfg.data.dataset, "split": split_name,
                                     "num_examples": len(arr), "batch_size": batch_size, "rtol": rtol, "atol": atol,
                                     "divergence": divergence, "seed": seed, "T": sde.T, "prior": prior_name,
                                     "checkpoint_step": run.step, "data_dir": str(data_dir),
-                                    **({} if precision == "fp32" and not jit else {"precision": precision, "jit": jit})})
+                                    **({} if precision == "fp32" and not jit else {"precision": precision, "jit": jit}),
+                                    **({} if replicas == 1 else {"replicas": replicas})})
     bar = Progress(len(arr) * repeats, enabled=progress, unit=" examples")
     with RunLock(store.dir / ".lock", "shortdiff evaluate"):
         store.open()
@@ -66,6 +73,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     parts = [p for ps in passes for p in ps]
     report = {"dataset": dataset or run.cfg.data.dataset, "split": split_name, "num_examples": len(arr),
               "T": sde.T, "eps": sde.eps, "rtol": rtol, "atol": atol, "divergence": divergence, "repeats": repeats, "precision": precision, "jit": jit,
+              "replicas": replicas,
               "nfe_mean": float(np.mean([p.nfe for p in parts])), "seconds": time.perf_counter() - start,
               "resumed_batches": sum(d[1] for d in done), "store": str(store.dir),
               "checkpoint_step": run.step, "prior": prior_name, "dim": math.prod(run.shape)}
@@ -100,7 +108,7 @@ def likelihood_pass(est, x, seed, repeat: int, batch_size: int, store: EvalStore
         ll = store.load(repeat, i, est)
         loaded += ll is not None
         if ll is None:
-            ll = padded_call(est, x[i: i + batch_size], min(batch_size, n), split(seed, 1 + i))
+            ll = padded_call(est, x[i: i + batch_size], _rows(min(batch_size, n), est), split(seed, 1 + i))
             store.save(repeat, i, ll)
         parts.append(ll)
         bar.update(repeat * n + min(i + batch_size, n),
@@ -114,6 +122,12 @@ def average_passes(passes) -> list:
     return [dataclasses.replace(passes[0][j], log_prob=mean("log_prob", j), prior_logp=mean("prior_logp", j),
                                 delta_logp=mean("delta_logp", j),
                                 nfe=int(round(np.mean([p[j].nfe for p in passes])))) for j in range(len(passes[0]))]
+
+
+def _rows(size: int, est) -> int:
+    """``size`` rounded up to a multiple of the estimator's replicas (each gets an equal share)."""
+    r = est.strategy.num_replicas_in_sync if est.strategy is not None else 1
+    return -(-size // r) * r
 
 
 def padded_call(est, x, size: int, seed) -> likelihood.LogLikelihood:
