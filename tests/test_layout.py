@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [                                  # lowest first; the first part of the dotted module name
     ("foundations", {"seeds", "registry", "files", "stats", "progress", "bits", "runlock", "hints"}),
     ("distributions", {"priors"}),
-    ("data", {"toy", "data", "pipeline", "images"}),
+    ("data", {"toy", "data", "pipeline", "streaming", "images"}),
     ("SDE", {"sde", "timesteps"}),
     ("score network", {"networks"}),
     ("training infrastructure", {"config", "checkpoints", "distribute", "optim", "ode", "flow"}),

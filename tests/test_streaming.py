@@ -18,7 +18,7 @@ from shortdiff_tf.app.train import train
 from tests.conftest import two_replicas
 from tests.test_training import TINY, weights
 
-N = 200
+N = 64
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,12 @@ def pixels(batch) -> np.ndarray:
 
 
 def test_an_epoch_is_one_pass_over_the_split_and_the_seed_fixes_the_order(tfds_dir):
-    """25 batches of 8 hold each of the 200 images once; a second iterator with the same seed
-    gives the same batches (noise included), another seed another order."""
+    """8 batches of 8 hold each of the 64 images once; a second iterator with the same seed gives
+    the same batches (noise included), another seed another order."""
     path, images = tfds_dir
     src = streaming.source("mnist", "train", path)
     assert (src.shape, src.num_examples) == ((28, 28, 1), N)
-    draw = lambda seed, k: [next(it) for it in [iter(streaming.dataset(src, 8, seed, False, buffer=64))]
+    draw = lambda seed, k: [next(it) for it in [iter(streaming.dataset(src, 8, seed, False, buffer=32))]
                             for _ in range(k)]
     first = draw(0, N // 8)
     seen = np.concatenate([pixels(b) for b in first])
@@ -60,16 +60,16 @@ def test_an_epoch_is_one_pass_over_the_split_and_the_seed_fixes_the_order(tfds_d
 
 
 def test_a_streamed_run_resumes_exactly(tfds_dir, tmp_path):
-    """Training on the TFDS stream (30 steps of 8: past the end of the first epoch), stopped
-    after 11 steps (between checkpoints) and resumed, ends with the uninterrupted run's weights
-    exactly: the checkpoint holds the iterator's position and shuffle buffer."""
+    """Training on the TFDS stream (12 steps of 8: past the end of the first epoch of 64 images),
+    stopped after 5 steps (between checkpoints) and resumed, ends with the uninterrupted run's
+    weights exactly: the checkpoint holds the iterator's position and shuffle buffer."""
     cfg = dataclasses.replace(TINY, data=config.DataConfig(dataset="mnist", data_dir=tfds_dir[0]),
                               model=dataclasses.replace(TINY.model, attn_resolutions=()),
-                              train=dataclasses.replace(TINY.train, steps=30, checkpoint_every=7))
+                              train=dataclasses.replace(TINY.train, steps=12, checkpoint_every=4))
     report = train(cfg, tmp_path / "full", progress=False, log=lambda *_: None)
-    assert report["step"] == 30
+    assert report["step"] == 12
     assert json.loads((tmp_path / "full" / "config.json").read_text())["data"]["shape"] == [28, 28, 1]
-    train(cfg, tmp_path / "split", progress=False, stop_after=11, log=lambda *_: None)
+    train(cfg, tmp_path / "split", progress=False, stop_after=5, log=lambda *_: None)
     train(cfg, tmp_path / "split", progress=False, log=lambda *_: None)
     for a, b in zip(weights(tmp_path / "full"), weights(tmp_path / "split")):
         np.testing.assert_array_equal(a, b)
@@ -120,13 +120,13 @@ def test_memory_does_not_grow_with_the_data_set():
 
 
 def test_the_glow_fit_streams_and_resumes_exactly(tfds_dir, tmp_path):
-    """fit-prior on a TFDS run streams the sde target; stopped after 3 of 8 steps and resumed,
-    the flow's weights equal the uninterrupted fit's."""
+    """fit-prior on a TFDS run streams the sde target; stopped after 3 of 10 steps (past the first
+    epoch of 64 images) and resumed, the flow's weights equal the uninterrupted fit's."""
     from shortdiff_tf.app.fit_prior import fit_prior
     cfg = dataclasses.replace(TINY, data=config.DataConfig(dataset="mnist", data_dir=tfds_dir[0]),
                               model=dataclasses.replace(TINY.model, attn_resolutions=()),
                               train=dataclasses.replace(TINY.train, steps=2))
-    pcfg = config.PriorConfig(kind="glow", T=0.4, steps=8, batch_size=8, steps_per_level=1, hidden=8, levels=2,
+    pcfg = config.PriorConfig(kind="glow", T=0.4, steps=10, batch_size=8, steps_per_level=1, hidden=8, levels=2,
                               checkpoint_every=100)
     flows = []
     for name, stops in (("full", [None]), ("split", [3, None])):
@@ -135,6 +135,6 @@ def test_the_glow_fit_streams_and_resumes_exactly(tfds_dir, tmp_path):
             report = fit_prior(tmp_path / name, pcfg, progress=False, log=lambda *_: None, stop_after=stop)
         from shortdiff_tf.prior_fit import store
         flows.append([v.numpy() for v in store.load_prior(tmp_path / name, (28, 28, 1))[0].trainable_variables])
-    assert report["step"] == 8
+    assert report["step"] == 10
     for a, b in zip(*flows):
         np.testing.assert_array_equal(a, b)
