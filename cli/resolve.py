@@ -55,8 +55,8 @@ def resolve_train_config(workdir, ctx, opts: dict) -> config_lib.RunConfig:
     if opts.get("preset"):
         return _from_preset(opts["preset"], opts, given)
     dataset = opts["dataset"]
-    if opts.get("download"):
-        data_lib.load(dataset, "train", opts.get("data_dir"), download=True)
+    if opts.get("download") and data_lib.is_tfds(dataset):
+        data_lib.download(dataset, opts.get("data_dir"))       # prepared on disk, never read into memory
     shape = data_lib.shape_of(dataset, "train", opts.get("data_dir"))
     base = config_lib.RunConfig(data=config_lib.DataConfig(dataset=dataset, shape=shape),
                                 model=config_lib.model_preset(shape),

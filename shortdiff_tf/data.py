@@ -46,6 +46,17 @@ def is_tfds(dataset: str) -> bool:
     return not (dataset in TOY_NAMES or dataset == "digits" or dataset.endswith(".npz") or Path(dataset).is_dir())
 
 
+def download(name: str, data_dir: Optional[str] = None) -> None:
+    """Let TFDS download and prepare a data set on disk (nothing is read into memory)."""
+    import tensorflow_datasets as tfds
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as err:  # DatasetNotFoundError and friends
+        raise ValueError(f"unknown data set {name!r}: not digits, gmm1d, gmm2d, a .npz file, an image folder "
+                         f"or a TFDS name ({type(err).__name__})") from None
+    builder.download_and_prepare()
+
+
 def shape_of(dataset: str, split: str = "train", data_dir: Optional[str] = None) -> tuple:
     """The example shape of a data set; a TFDS set's from its metadata, without reading it."""
     if dataset and is_tfds(dataset):

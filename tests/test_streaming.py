@@ -138,3 +138,20 @@ def test_the_glow_fit_streams_and_resumes_exactly(tfds_dir, tmp_path):
     assert report["step"] == 10
     for a, b in zip(*flows):
         np.testing.assert_array_equal(a, b)
+
+
+def test_download_prepares_on_disk_and_dry_run_reads_only_metadata(tmp_path, monkeypatch):
+    """train --dataset mnist --download --dry-run (TFDS mocked): TFDS prepares the set, the shape
+    comes from the metadata, and no split is read into memory (data.load is never called)."""
+    from click.testing import CliRunner
+    from cli.main import cli
+    prepared = []
+    monkeypatch.setattr(data_lib, "load", lambda *a, **k: pytest.fail("the split was read into memory"))
+    with tfds.testing.mock_data(num_examples=16):
+        monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                            lambda self, *a, **k: prepared.append(self.name))
+        r = CliRunner().invoke(cli, ["train", "--dataset", "mnist", "--download", "--dry-run",
+                                     "--workdir", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert prepared == ["mnist"] and json.loads(r.output)["data"]["shape"] == [28, 28, 1]
+    assert not (tmp_path / "run").exists()
