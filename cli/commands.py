@@ -133,20 +133,23 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
 @eval_precision_option
 @click.option("--jit", is_flag=True, help="XLA-compile the sampling loop (the ode sampler: its score function); "
                                           "no progress line then.")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored"]), default="auto",
+              help="Split the samples over the replicas: auto = mirrored when several GPUs are visible.")
 @click.option("--no-progress", is_flag=True, help="No progress line (NFE, ETA) while sampling.")
 @json_option
 @friendly
 def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, temperature, rtol, atol, prior,
-           precision, jit, no_progress, as_json):
+           precision, jit, strategy, no_progress, as_json):
     """Sample a trained run to a PNG grid and an .npz.  e.g.  shortdiff sample --workdir runs/digits-vp-T0.4"""
     checks.trained_run(workdir)
     if out:
         checks.writable_dir(Path(out).parent, "--out")
     load_tensorflow()
+    from shortdiff_tf import distribute
     from shortdiff_tf.app.sample import sample_run
     r = sample_run(workdir, sampler=sampler, steps=steps, num_samples=num_samples, seed=seed, T=T, out=out, snr=snr,
                    prior=prior, temperature=temperature, eps=sample_eps, rtol=rtol, atol=atol,
-                   progress=not no_progress, precision=precision, jit=jit)
+                   progress=not no_progress, precision=precision, jit=jit, strategy=distribute.get(strategy))
     report(r, as_json, [f"{r['num_samples']} samples ({r['sampler']}, T={r['T']:g}, prior {r['prior']}, NFE {r['nfe']}) "
                         f"in {r['seconds']:.1f} s",
                         f"wrote {r['png']} and {r['npz']}"])

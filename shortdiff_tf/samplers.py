@@ -149,9 +149,12 @@ class SampleResult:
 class Sampler:
     """Draws x_T from a prior and runs the reverse process from T to eps in one tf.function."""
 
-    def __init__(self, sde: SDE, score_fn, prior, config: SamplerConfig = SamplerConfig(), jit: bool = False):
+    def __init__(self, sde: SDE, score_fn, prior, config: SamplerConfig = SamplerConfig(), jit: bool = False,
+                 strategy=None):
         """``jit``: XLA-compile the sampling loop (em, pc, heun, dpm2m) or the score function
-        that the adaptive ODE solver calls (ode)."""
+        that the adaptive ODE solver calls (ode).  ``strategy``: split the samples over its
+        replicas (``_replicated``)."""
+        self.strategy = strategy if strategy is not None and strategy.num_replicas_in_sync > 1 else None
         eps = config.eps if config.eps is not None else sde.sampling_eps
         if not eps < sde.T:
             raise ValueError(f"the sampling eps {eps:g} must be below T={sde.T:g}")
@@ -182,8 +185,9 @@ class Sampler:
     def __call__(self, num_samples: int, seed, steps: Optional[int] = None, x_T=None) -> SampleResult:
         seed = as_seed(seed)
         x_T = self.draw_prior(tf.constant(num_samples, tf.int32), seed) if x_T is None else tf.convert_to_tensor(x_T)
+        steps = tf.constant(int(steps or self.default_steps()), tf.int32)
         try:
-            x, nfe = self._reverse(x_T, seed, tf.constant(int(steps or self.default_steps()), tf.int32))
+            x, nfe = self._reverse(x_T, seed, steps) if self.strategy is None else self._replicated(x_T, seed, steps)
         except tf.errors.InvalidArgumentError as err:
             raise ode.explain(err) from None
         return SampleResult(x, int(nfe))
@@ -197,6 +201,20 @@ class Sampler:
         for the same seed.  Used inside exported SavedModels."""
         seed = as_seed(seed)
         return self._reverse(self.draw_prior(num_samples, seed), seed, tf.cast(steps, tf.int32))
+
+    def _replicated(self, x_T, seed, steps):
+        """Data parallel: the x_T one device would draw, split into near-equal shares, replica k
+        reverses its share (the SDE samplers with noise from the k-th child of the seed, the
+        deterministic ones exactly as one device); -> the samples in order, the largest NFE."""
+        s, n = self.strategy, int(x_T.shape[0])
+        r = s.num_replicas_in_sync
+        bounds = [k * n // r for k in range(r + 1)]
+        shares = [x_T[bounds[k]:bounds[k + 1]] for k in range(r)]
+        args = s.experimental_distribute_values_from_function(
+            lambda ctx: (shares[ctx.replica_id_in_sync_group], split(seed, 2**20 + ctx.replica_id_in_sync_group)))
+        x, nfe = s.run(lambda a: self._reverse(a[0], a[1], steps), args=(args,))
+        local = s.experimental_local_results
+        return tf.concat([tf.identity(v) for v in local(x)], 0), tf.reduce_max(tf.stack(local(nfe)))
 
     def _reverse(self, x_T, seed, steps):
         """From x_T at T to eps; the ODE ignores ``steps``. -> (x, nfe int32)."""

@@ -45,9 +45,10 @@ RUNS = [
     ("fit-prior", ["--workdir", "{toy_copy}", "--prior", "dpgmm", "--components", "3", "--fit-samples", "500",
                    "--json"]),
     ("sample", ["--workdir", "{img}", "--sampler", "em", "--steps", "3", "--num-samples", "3", "--seed", "1",
-                "--prior", "aux", "--temperature", "0.9", "--out", "{tmp}/s", "--precision", "fp32", "--json"]),
+                "--prior", "aux", "--temperature", "0.9", "--out", "{tmp}/s", "--precision", "fp32", "--strategy",
+                "default", "--json"]),
     ("sample", ["--workdir", "{img}", "--sampler", "pc", "--steps", "2", "--num", "2", "--snr", "0.2",
-                "--prior", "noise", "--T", "0.3", "--precision", "fp16", "--json"]),
+                "--prior", "noise", "--T", "0.3", "--precision", "fp16", "--strategy", "auto", "--json"]),
     ("sample", ["--workdir", "{toy}", "--sampler", "ode", "--num-samples", "16", "--prior", "auto", "--json"]),
     ("sample", ["--workdir", "{toy}", "--sampler", "ode", "--rtol", "1e-2", "--atol", "1e-3", "--num-samples", "8",
                 "--prior", "noise", "--json"]),
@@ -80,6 +81,7 @@ STRATEGY_RUNS = [
     ("fit-prior", ["--strategy", "mirrored", *TINY_GLOW]),
     ("evaluate", ["--strategy", "mirrored", "--num-examples", "2", "--batch-size", "2", "--rtol", "1e-2", "--atol",
                   "1e-2", "--elbo-draws", "1"]),
+    ("sample", ["--strategy", "mirrored", "--num-samples", "2", "--steps", "2"]),
 ]
 COMMANDS = ("train", "fit-prior", "sample", "evaluate", "export")
 
@@ -223,7 +225,7 @@ for args in {runs!r}:
 
 def test_strategy_runs_in_a_fresh_process(tmp_path):
     """multiworker (a one-worker cluster on localhost) and mirrored, for train and then fit-prior;
-    evaluate of the mirrored run under mirrored."""
+    evaluate and sample of the mirrored run under mirrored."""
     runs = []
     for i, (command, args) in enumerate(STRATEGY_RUNS):
         workdir = str(tmp_path / f"run{min(i // 2, 1)}")         # evaluate: the mirrored run
@@ -233,5 +235,5 @@ def test_strategy_runs_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(STRATEGIES.format(runs=runs))], capture_output=True,
                          text=True, timeout=300, env=env)
     exits = [line for line in out.stdout.splitlines() if line.startswith("EXIT")]
-    assert len(exits) == 5 and all(line.startswith("EXIT 0") for line in exits), out.stdout + out.stderr[-2000:]
+    assert len(exits) == 6 and all(line.startswith("EXIT 0") for line in exits), out.stdout + out.stderr[-2000:]
     assert "trained to step 2" in exits[0] and "fitted a glow prior" in exits[1]

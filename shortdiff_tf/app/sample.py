@@ -62,7 +62,7 @@ class Samples:
 def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples: int = 64, seed: int = 0,
          T: Optional[float] = None, snr: Optional[float] = None, prior: str = "auto",
          temperature: float = 1.0, eps: Optional[float] = None, rtol: Optional[float] = None,
-         atol: Optional[float] = None, progress: bool = False, jit: bool = False) -> Samples:
+         atol: Optional[float] = None, progress: bool = False, jit: bool = False, strategy=None) -> Samples:
     """``num_samples`` samples, starting at T from the auxiliary prior (``aux``) or p_noise (``noise``);
     with ``progress`` a progress line on stderr (a host callback per network evaluation, which XLA
     cannot compile: with ``jit`` there is none).  ``jit``: XLA (``samplers.Sampler``)."""
@@ -71,9 +71,12 @@ def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde = run.sde(T)
     cfg = samplers.preset(sampler, steps, snr, temperature, eps, rtol, atol)
-    ticker = Ticker(sde.T) if progress and not jit else None
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if num_samples < replicas:
+        raise ValueError(f"--num-samples {num_samples} is fewer than the {replicas} replicas; draw at least {replicas}")
+    ticker = Ticker(sde.T) if progress and not jit and replicas == 1 else None
     smp = samplers.Sampler(sde, samplers.reporting(run.score_fn(T), ticker) if ticker else run.score_fn(T),
-                           prior_obj, cfg, jit=jit)
+                           prior_obj, cfg, jit=jit, strategy=strategy)
     if ticker:
         ticker.expect(smp.planned_nfe(), smp.sde.eps)
     start = time.perf_counter()
@@ -87,7 +90,7 @@ def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples
     report = {"num_samples": num_samples, "sampler": sampler, "nfe": res.nfe, "seconds": seconds,
               "steps": None if cfg.method == "ode" else smp.default_steps(), "T": sde.T, "eps": smp.sde.eps,
               "seed": seed, "prior": prior_name, "temperature": temperature, "checkpoint_step": run.step,
-              "precision": run.precision, "jit": jit}
+              "precision": run.precision, "jit": jit, "replicas": replicas}
     if cfg.method == "ode":
         report.update(rtol=cfg.rtol, atol=cfg.atol)
     return Samples(x, report)
@@ -97,10 +100,11 @@ def sample_run(run_dir, sampler: str = "em", steps: Optional[int] = None, num_sa
                T: Optional[float] = None, out: Optional[str] = None, snr: Optional[float] = None,
                prior: str = "auto", temperature: float = 1.0, eps: Optional[float] = None,
                rtol: Optional[float] = None, atol: Optional[float] = None, progress: bool = False,
-               precision: str = "fp32", jit: bool = False) -> dict:
+               precision: str = "fp32", jit: bool = False, strategy=None) -> dict:
     """Draw samples of a run and write ``out``.png and ``out``.npz (default: RUN/samples/...)."""
     run = load_run(run_dir, precision)
-    s = draw(run, sampler, steps, num_samples, seed, T, snr, prior, temperature, eps, rtol, atol, progress, jit)
+    s = draw(run, sampler, steps, num_samples, seed, T, snr, prior, temperature, eps, rtol, atol, progress, jit,
+             strategy)
     r = s.report
     stem = Path(out) if out else (run.run_dir / "samples" /
                                   f"{sampler}-T{r['T']:g}-{r['prior'].replace(':', '-')}-seed{seed}")
