@@ -186,17 +186,37 @@ def prior_terms(draws: Draws, priors: Dict[str, object], dtype=tf.float32) -> Di
 
 
 def elbos(sde: SDE, score_fn, priors: Dict[str, object], x0, seed=0, importance: bool = True,
-          batch_size: Optional[int] = None, draws: int = 1, control: str = "optimal") -> Dict[str, ELBO]:
+          batch_size: Optional[int] = None, draws: int = 1, control: str = "optimal",
+          strategy=None) -> Dict[str, ELBO]:
     """The ELBO under each named prior from one set of draws (I and R are shared): a paired
     comparison.  ``draws`` (t, e, x_T) per example; with ``batch_size`` the examples go through in
-    batches (memory bounded by the batch times ``draws``), batch i drawing from ``split(seed, i)``."""
+    batches (memory bounded by the batch times ``draws``), batch i drawing from ``split(seed, i)``;
+    with a ``strategy`` of R replicas, R full batches at a time run one per replica."""
     x0 = tf.convert_to_tensor(x0)
     n = int(x0.shape[0])
-    starts = [0] if batch_size is None else range(0, n, batch_size)
-    parts = [elbo_draws(sde, score_fn, x0[i: i + (batch_size or n)], seed if batch_size is None else split(seed, i),
-                        importance=importance, draws=draws, control=control) for i in starts]
+    starts = [0] if batch_size is None else list(range(0, n, batch_size))
+    batches = [(x0[i: i + (batch_size or n)], seed if batch_size is None else split(seed, i)) for i in starts]
+    one = lambda x, s: elbo_draws(sde, score_fn, x, s, importance=importance, draws=draws, control=control)
+    parts = replicated_batches(strategy, one, batches)
     d = Draws.concat(parts, control)
     return {name: ELBO.of(sde, d, term) for name, term in prior_terms(d, priors, x0.dtype).items()}
+
+
+def replicated_batches(strategy, one, batches) -> list:
+    """``one(x, seed)`` -> Draws for every (x, seed) of ``batches``, in order: groups of R batches
+    of the first batch's size run one per replica (the same draws as one device); the rest, and
+    everything without a strategy of several replicas, on one device."""
+    r = strategy.num_replicas_in_sync if strategy is not None else 1
+    size = int(batches[0][0].shape[0])
+    full = len([b for b in batches if int(b[0].shape[0]) == size]) // r * r if r > 1 else 0
+    parts = []
+    for g in range(0, full, r):
+        group = batches[g: g + r]
+        args = strategy.experimental_distribute_values_from_function(lambda ctx: group[ctx.replica_id_in_sync_group])
+        fields = lambda d: tuple(getattr(d, f.name) for f in dataclasses.fields(d))
+        out = strategy.run(lambda a: fields(one(*a)), args=(args,))
+        parts += [Draws(*values) for values in zip(*[strategy.experimental_local_results(v) for v in out])]
+    return parts + [one(x, s) for x, s in batches[full:]]
 
 
 def elbo(sde: SDE, score_fn, prior, x0, seed=0, importance: bool = True, draws: int = 1,

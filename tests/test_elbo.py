@@ -161,3 +161,25 @@ def test_gaussian_prior_terms_in_closed_form_match_monte_carlo():
         mc = tf.reshape(prior.log_prob(tf.reshape(d.x_T, [-1, 2, 2, 1])), [20000, 3]).numpy()
         sem = mc.std(0) / math.sqrt(20000)
         np.testing.assert_array_less(np.abs(closed.numpy() - mc.mean(0)), 5 * sem + 1e-9)
+
+
+def test_replicated_batches_run_one_per_replica_with_the_same_draws():
+    """5 batches on 2 replicas: two strategy.run calls (batches 0-1, 2-3), the fifth on one
+    device; every batch's draws equal the one-device draws of the same seed (1e-12)."""
+    from tests.conftest import two_replicas
+    sde = make_sde("vp", 0.4)
+    score = lambda x, t: -x / tf.reshape(tf.cast(sde.variance(t), x.dtype), [-1, 1])   # any field will do
+    x0 = tf.constant(np.random.RandomState(0).normal(size=(10, 2)))
+    from shortdiff_tf.seeds import split
+    batches = [(x0[i: i + 2], split(tf.constant([0, 5]), i)) for i in range(0, 10, 2)]
+    one = lambda x, s: elbo_lib.elbo_draws(sde, score, x, s, draws=3)
+    strategy = two_replicas()
+    calls = []
+    run = strategy.run
+    strategy.run = lambda fn, args: calls.append(1) or run(fn, args=args)
+    parts = elbo_lib.replicated_batches(strategy, one, batches)
+    assert len(calls) == 2 and len(parts) == 5
+    for got, (x, s) in zip(parts, batches):
+        want = one(x, s)
+        for name in ("Y", "C", "x_T", "R"):
+            np.testing.assert_allclose(getattr(got, name).numpy(), getattr(want, name).numpy(), rtol=1e-12)

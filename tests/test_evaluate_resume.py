@@ -55,15 +55,19 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_summary_and_repeats_av
 def test_evaluation_on_two_replicas_equals_one(glow_run):
     """Each likelihood batch split over 2 mirrored replicas, with the probes one device would use:
     the same bits/dim per example within the solver's tolerance (rtol = atol = 1e-5: 1e-3
-    relative on log p), an odd example count padded to a multiple of the replicas."""
+    relative on log p), an odd example count padded to a multiple of the replicas; the ELBO's
+    batches of 2 run one per replica (the last, of 1, on one device): the same draws, so the same
+    ELBO to 1e-6."""
     from shortdiff_tf.app.evaluate import evaluate_run
     from tests.conftest import two_replicas
-    kw = dict(num_examples=5, batch_size=4, rtol=1e-5, atol=1e-5, elbo_draws=1, prior="noise", seed=3)
+    kw = dict(num_examples=5, batch_size=2, rtol=1e-5, atol=1e-5, elbo_draws=2, prior="noise", seed=3)
     one = evaluate_run(glow_run[0], **kw)
     two = evaluate_run(glow_run[0], **kw, strategy=two_replicas())
     assert (one["replicas"], two["replicas"]) == (1, 2) and one["store"] != two["store"]
     for key in ("log_prob", "prior_logp", "delta_logp"):
         assert two["likelihood"][key] == pytest.approx(one["likelihood"][key], rel=1e-3), key
+    for key in ("elbo", "I", "R", "prior_term", "elbo_sem"):       # the ELBO's batches, one per replica
+        assert two["elbo_noise"][key] == pytest.approx(one["elbo_noise"][key], rel=1e-6, abs=1e-9), key
     assert two["likelihood"]["bpd"] == pytest.approx(one["likelihood"]["bpd"], rel=1e-4)
     with pytest.raises(ValueError, match="not divisible by the 2 replicas"):
         evaluate_run(glow_run[0], **{**kw, "batch_size": 3}, strategy=two_replicas())

@@ -43,7 +43,8 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     likelihood under p_noise is reported too (``likelihood_noise``), from the same ODE solves.
     Each finished batch is kept under RUN/evaluations/ (``eval_store``): a rerun resumes.
     ``precision``: the score network's compute dtype; ``jit``: XLA for the ODE's right-hand side.
-    ``strategy``: each likelihood batch is split over its replicas (the ELBO runs on one device)."""
+    ``strategy``: each likelihood batch is split over its replicas, and the ELBO's batches run one
+    per replica."""
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     if batch_size % replicas:
         raise ValueError(f"--batch-size {batch_size} is not divisible by the {replicas} replicas; "
@@ -85,7 +86,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
         report["likelihood_noise"] = likelihood_terms(average_passes([swap_prior(p, noise) for p in passes]), is_image)
         priors["aux"] = prior_obj
     elbos = elbo_lib.elbos(sde, score, priors, xs[0], split(seed, 10**6), batch_size=batch_size, draws=elbo_draws,
-                           control=control)
+                           control=control, strategy=strategy)
     for name, e in elbos.items():
         report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(data_lib.RANGE)} if is_image else {})}
     if "aux" in elbos:
