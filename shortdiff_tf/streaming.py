@@ -1,16 +1,17 @@
 """Streaming TFDS input for score training and the Glow fit: no split is held in memory.
 
 A TFDS split is read as a ``tf.data`` stream in its stored order, each input pipeline (worker)
-keeping every n-th example (``Dataset.shard``).  Epoch k is shuffled in a buffer of
-``buffer`` examples (reshuffled every epoch from ``seed``), so memory is bounded by the buffer and not by the
-data set.  Per-replica batches come from ``strategy.distribute_datasets_from_function``; the
-noise of a batch (dequantisation, the diffusion-time uniforms, e) is drawn from
-(seed, step, pipeline), as in ``pipeline.with_noise``.
+keeping every n-th example (``Dataset.shard``).  The examples pass a shuffle buffer of
+``buffer`` examples, reshuffled every epoch from ``seed``, so memory is bounded by the buffer
+and not by the data set.  Per-replica batches come from
+``strategy.distribute_datasets_from_function``; the noise of a batch (dequantisation, the
+diffusion-time uniforms, e) is drawn from (seed, the pipeline's batch number, the pipeline),
+as in ``pipeline.with_noise``.
 
-Determinism and resume: the batches are a function of (seed, step) for a given number of input
-pipelines.  A run resumes exactly by the iterator's state, which the training checkpoint holds
-(its position in the stream and the shuffle buffer's contents): ``iterator(...)`` returns an
-iterator to attach to the checkpoint before restoring it.
+Determinism and resume: the batches are a function of (seed, step) for a given number of
+replicas and input pipelines.  A run resumes exactly by the iterator's state, which the
+training checkpoint holds (its position in the stream and the shuffle buffer's contents):
+``resumable_batches`` attaches the iterator to the checkpoint before it is restored.
 """
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def dataset(src: TFDSSource, global_batch: int, seed: int, dequantize: bool, inp
     pipelines = input_context.num_input_pipelines if input_context else 1
     index = input_context.input_pipeline_id if input_context else 0
     batch = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
+    per_step = input_context.num_replicas_in_sync // pipelines if input_context else 1   # batches a step takes
     if 0 <= src.num_examples < global_batch:
         raise ValueError(f"batch size {global_batch} exceeds the {src.num_examples} training examples; "
                          f"lower --batch-size")
@@ -93,10 +95,10 @@ def dataset(src: TFDSSource, global_batch: int, seed: int, dequantize: bool, inp
     # (a shuffle inside flat_map would make the iterator impossible to checkpoint)
     shuffled = src.examples().shard(pipelines, index).shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     images = shuffled.repeat().batch(batch, drop_remainder=True)
-    steps = tf.data.Dataset.range(ENDLESS)
+    counter = tf.data.Dataset.range(ENDLESS)             # this pipeline's batch number
     noise_seed = tf.constant([seed, 2])
-    ds = tf.data.Dataset.zip(images, steps).skip(start).map(
-        lambda x, step: pipeline.with_noise(x, split(split(noise_seed, step), index), dequantize),
+    ds = tf.data.Dataset.zip(images, counter).skip(start * per_step).map(
+        lambda x, j: pipeline.with_noise(x, split(split(noise_seed, j), index), dequantize),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(2)
 

@@ -155,3 +155,16 @@ def test_download_prepares_on_disk_and_dry_run_reads_only_metadata(tmp_path, mon
     assert r.exit_code == 0, r.output
     assert prepared == ["mnist"] and json.loads(r.output)["data"]["shape"] == [28, 28, 1]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_rebuilt_stream_skips_to_the_step(tfds_dir):
+    """The multi-worker resume: a stream rebuilt from step 5 gives the batches (noise included) that
+    the uninterrupted stream gives from its sixth on, across the end of the first epoch."""
+    src = streaming.source("mnist", "train", tfds_dir[0])
+    whole = iter(streaming.dataset(src, 8, 0, True, buffer=32))
+    later = iter(streaming.dataset(src, 8, 0, True, buffer=32, start=5))
+    expected = [next(whole) for _ in range(12)][5:]
+    for want in expected:
+        got = next(later)
+        for name in ("x0", "u", "e"):
+            np.testing.assert_array_equal(got[name].numpy(), want[name].numpy())
