@@ -118,7 +118,7 @@ def test_study_reports_the_standard_fid_with_its_count(glow_run, tmp_path):
     p = json.loads((d / "study.json").read_text())["points"][0]
     assert np.isfinite(p["fid_heun_aux"]) and np.isfinite(p["fid_heun_noise"]) and p["fid_num_samples"] == 12
     assert "pool_3" in p["fid_extractor"] and "kid_heun_aux" not in p
-    assert f"12 samples" in r.output and "pool_3" in r.output
+    assert "12 samples" in r.output and "pool_3" in r.output
 
 
 def test_the_standard_network_defaults_to_50k_samples(tmp_path):

@@ -5,7 +5,8 @@ distributed step of ``training`` over the batches of ``pipeline`` and writes che
 ``metrics.jsonl`` and TensorBoard summaries.  Everything random (data order, dequantisation, t
 and e) is a stateless function of (seed, step) computed in the input pipeline for the global
 batch, so a resumed run and a multi-replica run see exactly the examples of an uninterrupted
-single-device run.
+single-device run.  A TFDS set is streamed instead (``streaming``): there a resumed run sees the
+uninterrupted run's batches, for the same number of replicas.
 """
 from __future__ import annotations
 
