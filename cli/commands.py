@@ -15,6 +15,7 @@ from cli.reports import evaluate_lines
 SDE_CHOICES = ["vp", "ve", "subvp"]
 SAMPLER_CHOICES = ["em", "pc", "ode", "heun", "dpm2m"]          # samplers.PRESETS (tested)
 STRATEGIES = ["auto", "default", "mirrored", "multiworker"]
+ONE_MACHINE_STRATEGIES = STRATEGIES[:3]                       # evaluate and sample: no multi-worker
 prior_option = click.option("--prior", "prior", type=click.Choice(["auto", "aux", "noise"]), default="auto",
                             help="Start from the fitted auxiliary prior (aux) or p_noise (noise); auto = aux when fitted.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
@@ -133,7 +134,7 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
 @eval_precision_option
 @click.option("--jit", is_flag=True, help="XLA-compile the sampling loop (the ode sampler: its score function); "
                                           "no progress line then.")
-@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored"]), default="auto",
+@click.option("--strategy", type=click.Choice(ONE_MACHINE_STRATEGIES), default="auto",
               help="Split the samples over the replicas: auto = mirrored when several GPUs are visible.")
 @click.option("--no-progress", is_flag=True, help="No progress line (NFE, ETA) while sampling.")
 @json_option
@@ -178,7 +179,7 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, seed, snr, T, out, 
 @prior_option
 @eval_precision_option
 @click.option("--jit", is_flag=True, help="XLA-compile the ODE's right-hand side (drift and divergence).")
-@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored"]), default="auto",
+@click.option("--strategy", type=click.Choice(ONE_MACHINE_STRATEGIES), default="auto",
               help="Split each likelihood batch over the replicas: auto = mirrored when several GPUs are visible.")
 @click.option("--no-progress", is_flag=True, help="No progress line per batch.")
 @json_option

@@ -65,6 +65,25 @@ def write_dir(run_dir, strategy: tf.distribute.Strategy) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"shortdiff-{task.task_type}{task.task_id}-"))
 
 
+def replica_count(strategy) -> int:
+    """The replicas of ``strategy`` (1 without one)."""
+    return strategy.num_replicas_in_sync if strategy is not None else 1
+
+
+def multi_replica(strategy):
+    """``strategy`` if it has several replicas, else None (one device: no splitting)."""
+    return strategy if replica_count(strategy) > 1 else None
+
+
+def run_per_replica(strategy, fn, args: list) -> list:
+    """``fn(*args[k])`` on replica k, all at once; -> [the tuple fn returned on replica k].  The
+    data-parallel step of evaluation and sampling: each replica gets its own share of the work."""
+    values = strategy.experimental_distribute_values_from_function(lambda ctx: args[ctx.replica_id_in_sync_group])
+    out = strategy.run(lambda a: tuple(fn(*a)), args=(values,))
+    local = [strategy.experimental_local_results(o) for o in out]
+    return [tuple(v[k] for v in local) for k in range(len(args))]
+
+
 class AllReduceCounter:
     """Counts the cross-replica all-reduces traced while it is active (a diagnostic for tests and
     benchmarks): ``calls`` holds the number of tensors of each ``ReplicaContext.all_reduce``.

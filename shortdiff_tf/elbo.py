@@ -18,7 +18,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import bits
+from shortdiff_tf import bits, distribute
 from shortdiff_tf.priors.gaussian import expected_log_normal
 from shortdiff_tf.sde import SDE, bcast
 from shortdiff_tf.seeds import as_seed, split
@@ -206,16 +206,12 @@ def replicated_batches(strategy, one, batches) -> list:
     """``one(x, seed)`` -> Draws for every (x, seed) of ``batches``, in order: groups of R batches
     of the first batch's size run one per replica (the same draws as one device); the rest, and
     everything without a strategy of several replicas, on one device."""
-    r = strategy.num_replicas_in_sync if strategy is not None else 1
+    r = distribute.replica_count(strategy)
     size = int(batches[0][0].shape[0])
     full = len([b for b in batches if int(b[0].shape[0]) == size]) // r * r if r > 1 else 0
-    parts = []
-    for g in range(0, full, r):
-        group = batches[g: g + r]
-        args = strategy.experimental_distribute_values_from_function(lambda ctx: group[ctx.replica_id_in_sync_group])
-        fields = lambda d: tuple(getattr(d, f.name) for f in dataclasses.fields(d))
-        out = strategy.run(lambda a: fields(one(*a)), args=(args,))
-        parts += [Draws(*values) for values in zip(*[strategy.experimental_local_results(v) for v in out])]
+    fields = lambda d: tuple(getattr(d, f.name) for f in dataclasses.fields(d))
+    parts = [Draws(*values) for g in range(0, full, r)
+             for values in distribute.run_per_replica(strategy, lambda x, s: fields(one(x, s)), batches[g: g + r])]
     return parts + [one(x, s) for x, s in batches[full:]]
 
 

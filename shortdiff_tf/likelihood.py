@@ -14,7 +14,7 @@ import math
 
 import tensorflow as tf
 
-from shortdiff_tf import bits, ode
+from shortdiff_tf import bits, distribute, ode
 from shortdiff_tf.sde import SDE, reverse_drift
 from shortdiff_tf.seeds import as_seed
 from shortdiff_tf.stats import standard_error
@@ -83,7 +83,7 @@ class LikelihoodEstimator:
             raise ValueError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
         self.sde, self.score_fn, self.prior = sde, score_fn, prior
         self.rtol, self.atol, self.divergence, self.probe, self.jit = rtol, atol, divergence, probe, jit
-        self.strategy = strategy if strategy is not None and strategy.num_replicas_in_sync > 1 else None
+        self.strategy = distribute.multi_replica(strategy)
         self._solve = tf.function(self._solve_impl, autograph=False)     # no Python control flow: no conversion cost
 
     def __call__(self, x0, seed=0) -> LogLikelihood:
@@ -107,14 +107,10 @@ class LikelihoodEstimator:
     def _replicated(self, x0, z):
         """Data parallel: replica k solves rows k B/R .. (k + 1) B/R - 1 of the batch with the same
         probes as one device would use; -> the rows in order, and the largest replica NFE."""
-        s = self.strategy
-        share = lambda v: tf.split(v, s.num_replicas_in_sync)
-        xs, zs = share(x0), share(z)
-        args = s.experimental_distribute_values_from_function(
-            lambda ctx: (xs[ctx.replica_id_in_sync_group], zs[ctx.replica_id_in_sync_group]))
-        x_T, delta, nfe = s.run(lambda a: self._solve(*a), args=(args,))
-        rows = lambda v: tf.concat([tf.identity(p) for p in s.experimental_local_results(v)], 0)
-        return rows(x_T), rows(delta), tf.reduce_max(tf.stack(s.experimental_local_results(nfe)))
+        r = self.strategy.num_replicas_in_sync
+        x_T, delta, nfe = zip(*distribute.run_per_replica(self.strategy, self._solve,
+                                                          list(zip(tf.split(x0, r), tf.split(z, r)))))
+        return tf.concat(x_T, 0), tf.concat(delta, 0), tf.reduce_max(tf.stack(nfe))
 
     def _solve_impl(self, x0, z):
         ones = tf.ones(tf.shape(x0)[:1], x0.dtype)

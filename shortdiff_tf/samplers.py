@@ -20,7 +20,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import few_step, flow, ode, registry
+from shortdiff_tf import distribute, few_step, flow, ode, registry
 from shortdiff_tf.sde import SDE, bcast, reverse_drift
 from shortdiff_tf.seeds import as_seed, split
 
@@ -154,7 +154,7 @@ class Sampler:
         """``jit``: XLA-compile the sampling loop (em, pc, heun, dpm2m) or the score function
         that the adaptive ODE solver calls (ode).  ``strategy``: split the samples over its
         replicas (``_replicated``)."""
-        self.strategy = strategy if strategy is not None and strategy.num_replicas_in_sync > 1 else None
+        self.strategy = distribute.multi_replica(strategy)
         eps = config.eps if config.eps is not None else sde.sampling_eps
         if not eps < sde.T:
             raise ValueError(f"the sampling eps {eps:g} must be below T={sde.T:g}")
@@ -206,15 +206,11 @@ class Sampler:
         """Data parallel: the x_T one device would draw, split into near-equal shares, replica k
         reverses its share (the SDE samplers with noise from the k-th child of the seed, the
         deterministic ones exactly as one device); -> the samples in order, the largest NFE."""
-        s, n = self.strategy, int(x_T.shape[0])
-        r = s.num_replicas_in_sync
+        n, r = int(x_T.shape[0]), self.strategy.num_replicas_in_sync
         bounds = [k * n // r for k in range(r + 1)]
-        shares = [x_T[bounds[k]:bounds[k + 1]] for k in range(r)]
-        args = s.experimental_distribute_values_from_function(
-            lambda ctx: (shares[ctx.replica_id_in_sync_group], split(seed, 2**20 + ctx.replica_id_in_sync_group)))
-        x, nfe = s.run(lambda a: self._reverse(a[0], a[1], steps), args=(args,))
-        local = s.experimental_local_results
-        return tf.concat([tf.identity(v) for v in local(x)], 0), tf.reduce_max(tf.stack(local(nfe)))
+        shares = [(x_T[bounds[k]:bounds[k + 1]], split(seed, 2**20 + k)) for k in range(r)]
+        x, nfe = zip(*distribute.run_per_replica(self.strategy, lambda x, s: self._reverse(x, s, steps), shares))
+        return tf.concat(x, 0), tf.reduce_max(tf.stack(nfe))
 
     def _reverse(self, x_T, seed, steps):
         """From x_T at T to eps; the ODE ignores ``steps``. -> (x, nfe int32)."""

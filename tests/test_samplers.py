@@ -118,3 +118,16 @@ def test_sampling_on_two_replicas():
     assert two.nfe == one.nfe == 9
     em = make("em", strategy)(5, 7)
     assert em.x.shape == (5, 8, 8, 1) and np.all(np.isfinite(em.x.numpy())) and em.nfe == 4
+
+
+def test_samples_in_chunks_trace_the_sampler_once():
+    """10 samples 4 at a time: three calls of one shape (the last cut to 2), one trace of the
+    loop; the first chunk is the sampler's own draw for the seed."""
+    from shortdiff_tf.app.sample import in_chunks
+    sde = make_sde("vp", 0.4)
+    prior = sde.prior((2,))
+    smp = samplers.Sampler(sde, lambda x, t: -x, prior, samplers.preset("em", steps=3))
+    x, nfe = in_chunks(smp, 10, 5, 4)
+    assert x.shape == (10, 2) and nfe == 3
+    assert smp._pc.experimental_get_tracing_count() == 1
+    np.testing.assert_array_equal(x[:4], smp(4, 5).x.numpy())

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from shortdiff_tf import data as data_lib, elbo as elbo_lib, likelihood
+from shortdiff_tf import data as data_lib, distribute, elbo as elbo_lib, likelihood
 from shortdiff_tf.app.eval_store import EvalStore
 from shortdiff_tf.app.runs import load_run, resolve_prior
 from shortdiff_tf.progress import Progress
@@ -45,7 +45,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     ``precision``: the score network's compute dtype; ``jit``: XLA for the ODE's right-hand side.
     ``strategy``: each likelihood batch is split over its replicas, and the ELBO's batches run one
     per replica."""
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    replicas = distribute.replica_count(strategy)
     if batch_size % replicas:
         raise ValueError(f"--batch-size {batch_size} is not divisible by the {replicas} replicas; "
                          f"use a multiple of {replicas}")
@@ -127,7 +127,7 @@ def average_passes(passes) -> list:
 
 def _rows(size: int, est) -> int:
     """``size`` rounded up to a multiple of the estimator's replicas (each gets an equal share)."""
-    r = est.strategy.num_replicas_in_sync if est.strategy is not None else 1
+    r = distribute.replica_count(est.strategy)
     return -(-size // r) * r
 
 

@@ -9,9 +9,10 @@ from typing import Optional
 
 import numpy as np
 
-from shortdiff_tf import data as data_lib, images, samplers
+from shortdiff_tf import data as data_lib, distribute, images, samplers
 from shortdiff_tf.app.runs import Run, load_run, resolve_prior
 from shortdiff_tf.progress import Progress
+from shortdiff_tf.seeds import as_seed, split
 
 
 class Ticker:
@@ -62,38 +63,49 @@ class Samples:
 def draw(run: Run, sampler: str = "em", steps: Optional[int] = None, num_samples: int = 64, seed: int = 0,
          T: Optional[float] = None, snr: Optional[float] = None, prior: str = "auto",
          temperature: float = 1.0, eps: Optional[float] = None, rtol: Optional[float] = None,
-         atol: Optional[float] = None, progress: bool = False, jit: bool = False, strategy=None) -> Samples:
+         atol: Optional[float] = None, progress: bool = False, jit: bool = False, strategy=None,
+         chunk: Optional[int] = None) -> Samples:
     """``num_samples`` samples, starting at T from the auxiliary prior (``aux``) or p_noise (``noise``);
     with ``progress`` a progress line on stderr (a host callback per network evaluation, which XLA
-    cannot compile: with ``jit`` there is none).  ``jit``: XLA (``samplers.Sampler``)."""
+    cannot compile: with ``jit`` there is none).  ``jit``: XLA (``samplers.Sampler``).  ``chunk``:
+    draw them ``chunk`` at a time (``in_chunks``)."""
     if num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1; got {num_samples}")
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde = run.sde(T)
     cfg = samplers.preset(sampler, steps, snr, temperature, eps, rtol, atol)
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    replicas = distribute.replica_count(strategy)
     if num_samples < replicas:
         raise ValueError(f"--num-samples {num_samples} is fewer than the {replicas} replicas; draw at least {replicas}")
     ticker = Ticker(sde.T) if progress and not jit and replicas == 1 else None
     smp = samplers.Sampler(sde, samplers.reporting(run.score_fn(T), ticker) if ticker else run.score_fn(T),
                            prior_obj, cfg, jit=jit, strategy=strategy)
+    chunk = min(chunk or num_samples, num_samples)
+    calls = -(-num_samples // chunk)
     if ticker:
-        ticker.expect(smp.planned_nfe(), smp.sde.eps)
+        ticker.expect(smp.planned_nfe() and smp.planned_nfe() * calls, smp.sde.eps)
     start = time.perf_counter()
-    res = smp(num_samples, seed)
+    x, nfe = in_chunks(smp, num_samples, seed, chunk)
     seconds = time.perf_counter() - start
     if ticker:
         ticker.close()
-    x = res.x.numpy()
     if not np.all(np.isfinite(x)):
         raise FloatingPointError("the sampler produced non-finite values; try more --steps or the ode sampler")
-    report = {"num_samples": num_samples, "sampler": sampler, "nfe": res.nfe, "seconds": seconds,
+    report = {"num_samples": num_samples, "sampler": sampler, "nfe": nfe, "seconds": seconds,
               "steps": None if cfg.method == "ode" else smp.default_steps(), "T": sde.T, "eps": smp.sde.eps,
               "seed": seed, "prior": prior_name, "temperature": temperature, "checkpoint_step": run.step,
               "precision": run.precision, "jit": jit, "replicas": replicas}
     if cfg.method == "ode":
         report.update(rtol=cfg.rtol, atol=cfg.atol)
     return Samples(x, report)
+
+
+def in_chunks(smp: samplers.Sampler, num_samples: int, seed, chunk: int):
+    """``num_samples`` samples from one Sampler, ``chunk`` per call (every call of one shape, so
+    it is traced once), call i from the i-th child of ``seed`` (call 0 from ``seed`` itself).
+    -> (samples [num_samples, ...] as NumPy, the largest NFE of a call)."""
+    results = [smp(chunk, seed if i == 0 else split(as_seed(seed), i)) for i in range(-(-num_samples // chunk))]
+    return np.concatenate([r.x.numpy() for r in results])[:num_samples], max(r.nfe for r in results)
 
 
 def sample_run(run_dir, sampler: str = "em", steps: Optional[int] = None, num_samples: int = 64, seed: int = 0,

@@ -126,17 +126,15 @@ def fid_samples(cfg: StudyConfig, extractor) -> int:
 
 def fid_images(cfg: StudyConfig, run, sampler: str, prior: str, T: float, first: np.ndarray, extractor,
                log=print) -> np.ndarray:
-    """uint8 samples for the FID: the ``first`` batch (seed 1), then batches of --num-samples with
-    seeds (1, i) until there are ``fid_samples`` of them."""
-    n, parts, i = fid_samples(cfg, extractor), [first], 1
-    while sum(len(p) for p in parts) < n:
-        size = min(cfg.num_samples, n - sum(len(p) for p in parts))
-        if i == 1:
-            log(f"T={T:g}: drawing {n} samples with {sampler} from the {prior} prior for the FID")
-        parts.append(data_lib.to_uint8(sample.draw(run, sampler=sampler, num_samples=size, seed=(1, i), prior=prior,
-                                                   T=T).x))
-        i += 1
-    return np.concatenate(parts)[:n]
+    """uint8 samples for the FID: the ``first`` batch (seed 1), then the rest from one sampler in
+    batches of --num-samples (seed (1, 1) and its children)."""
+    n = fid_samples(cfg, extractor)
+    if n <= len(first):
+        return first[:n]
+    log(f"T={T:g}: drawing {n - len(first)} more samples with {sampler} from the {prior} prior for the FID")
+    rest = sample.draw(run, sampler=sampler, num_samples=n - len(first), seed=(1, 1), prior=prior, T=T,
+                       chunk=cfg.num_samples)
+    return np.concatenate([first, data_lib.to_uint8(rest.x)])
 
 
 def reference_images(run_dir, stats: Optional[str] = None):
