@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cli import checks
-from cli.commands import SDE_CHOICES, json_option, report
+from cli.commands import ONE_MACHINE_STRATEGIES, SDE_CHOICES, json_option, report
 from cli.errors import friendly
 from cli.options import POSITIVE
 from cli.quiet import load_tensorflow
@@ -81,11 +81,14 @@ def _T_grid(ctx, param, value):
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Study directory  [default: studies/<dataset>-<sde>]. An existing study resumes.")
 @click.option("--no-progress", is_flag=True, help="Images: no progress lines within a point (Glow fit, bits/dim, sampling).")
+@click.option("--strategy", type=click.Choice(ONE_MACHINE_STRATEGIES), default="auto",
+              help="Images: split the bits/dim batches, the samples and the FID features over the replicas: "
+                   "auto = mirrored when several GPUs are visible.")
 @json_option
 @friendly
 def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, num_eval, num_ll, num_samples,
           num_examples, rtol, atol, samplers, glow_hidden, glow_steps, reuse_score, extractor, fid_samples, fid_stats,
-          optimize, optimize_steps, workdir, no_progress, as_json):
+          optimize, optimize_steps, workdir, no_progress, strategy, as_json):
     """How much T is enough: the ELBO terms, likelihood, sample quality and NFE against T.
     e.g.  shortdiff study --dataset gmm1d --T-grid 0.2,0.4,0.6,0.8,1.0 --optimize-T joint"""
     workdir = workdir or str(Path("studies") / f"{Path(dataset).stem}-{sde}")
@@ -104,8 +107,9 @@ def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, 
                       reuse_score=reuse_score,
                       extractor=extractor, fid_samples=fid_samples, fid_stats=fid_stats)
     click.echo(f"study directory: {workdir}")
+    from shortdiff_tf import distribute
     r = run_study(cfg, workdir, optimize=optimize, optimize_steps=optimize_steps, log=click.echo,
-                  progress=not no_progress)
+                  progress=not no_progress, strategy=distribute.get(strategy))
     lines = [f"grid optimum of {k}: T={v['T']:g} ({v['value']:.4f})" for k, v in r["grid_optimum"].items()]
     if "optimize_T" in r:
         lines += [f"T* by ascent ({m}): {v['T_star']:.3f}" for m, v in r["optimize_T"].items()]

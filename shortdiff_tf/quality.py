@@ -6,7 +6,8 @@ features of an injectable extractor.
         (Bińkowski et al. 2018)
 
 An extractor is any callable uint8 images [N, H, W, C] -> float features [N, F] with a ``name``.
-Three are provided:
+Three are provided, each a ``TensorExtractor`` whose features a ``tf.distribute`` strategy
+computes a share of each batch per replica:
 
 - ``StandardInception``: the network every FID in the literature uses, the TF Inception graph of
   2015-12-05 (``classify_image_graph_def.pb``) read from a local file, fed at ``ExpandDims:0``
@@ -15,7 +16,7 @@ Three are provided:
   (``mu``, ``sigma``: ``save_stats``, ``load_stats``);
 - the penultimate layer of a small classifier trained on the labelled training split
   (``train_classifier``; offline, so tests and this machine can use it);
-- Keras' InceptionV3 pool features from a local weights file (``inception_extractor``; not the
+- Keras' InceptionV3 pool features from a local weights file (``KerasInception``; not the
   FID network: its weights and resizing differ).
 
 FIDs from different extractors or sample counts are not comparable, so every report carries both.
@@ -82,22 +83,65 @@ def _mmd2(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def sample_quality(samples: np.ndarray, reference: np.ndarray, extractor: Extractor,
-                   batch_size: int = 256) -> dict:
-    """FID and KID of uint8 ``samples`` against uint8 ``reference`` images, with what they rest on."""
-    f_s, f_r = features(extractor, samples, batch_size), features(extractor, reference, batch_size)
+                   batch_size: int = 256, strategy=None) -> dict:
+    """FID and KID of uint8 ``samples`` against uint8 ``reference`` images, with what they rest on
+    (features split over the replicas of ``strategy``: see ``features``)."""
+    f_s = features(extractor, samples, batch_size, strategy)
+    f_r = features(extractor, reference, batch_size, strategy)
     kid, kid_std = kernel_distance(f_s, f_r)
     return {"fid": fid_from_features(f_s, f_r), "kid": kid, "kid_std": kid_std, "num_samples": len(samples),
             "num_reference": len(reference), "extractor": getattr(extractor, "name", type(extractor).__name__),
             "feature_dim": int(f_s.shape[1])}
 
 
-def features(extractor: Extractor, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.concatenate([np.asarray(extractor(images[i: i + batch_size]))
-                           for i in range(0, len(images), batch_size)], 0)
+def features(extractor: Extractor, images: np.ndarray, batch_size: int = 256, strategy=None) -> np.ndarray:
+    """Features of ``images`` [N, H, W, C] in batches of ``batch_size``.  With a multi-replica
+    ``strategy`` and a ``TensorExtractor``, each batch is split over the replicas (padded with its
+    last image to a multiple of them): the features one device gives, per image."""
+    from shortdiff_tf import distribute
+    strategy = distribute.multi_replica(strategy) if isinstance(extractor, TensorExtractor) else None
+    if strategy is None:
+        def per_batch(b):
+            return np.asarray(extractor(b))
+    else:
+        def per_batch(b):
+            return _replicated(extractor, b, strategy)
+    return np.concatenate([per_batch(images[i: i + batch_size]) for i in range(0, len(images), batch_size)], 0)
+
+
+def _replicated(extractor: "TensorExtractor", batch: np.ndarray, strategy) -> np.ndarray:
+    """One batch's features, a share per replica."""
+    from shortdiff_tf import distribute
+    extractor.check(batch)
+    n, r = len(batch), distribute.replica_count(strategy)
+    padded = np.concatenate([batch, np.repeat(batch[-1:], -n % r, axis=0)]).astype(np.float32)
+    out = distribute.run_per_replica(strategy, lambda x: (extractor.tensor_fn(x),),
+                                     [(share,) for share in np.split(padded, r)])
+    return np.concatenate([np.asarray(o[0], np.float64) for o in out])[:n]
 
 
 # ---- extractors -------------------------------------------------------------------------
-class ClassifierFeatures:
+class TensorExtractor:
+    """An extractor with its computation in TensorFlow: ``tensor_fn`` maps float32 pixels 0..255
+    [n, H, W, C] to features [n, F] on the device it runs on (so a strategy can run it on each
+    replica); ``check`` names a wrong image shape before any work; calling it on uint8 images
+    [N, H, W, C] gives float64 features [N, F]."""
+
+    name = "tensor extractor"
+
+    def check(self, images: np.ndarray) -> None:
+        """Raise ValueError naming the problem when ``images`` do not fit the network."""
+
+    def tensor_fn(self, x):
+        raise NotImplementedError
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+        self.check(images)
+        return np.asarray(self.tensor_fn(tf.constant(np.asarray(images, np.float32))), np.float64)
+
+
+class ClassifierFeatures(TensorExtractor):
     """Penultimate-layer features of a classifier saved by ``train_classifier`` (a .keras file)."""
 
     def __init__(self, path):
@@ -115,36 +159,39 @@ class ClassifierFeatures:
         self.model = keras.Model(model.inputs[0], model.get_layer("features").output)
         self.name = f"classifier:{path.name}"
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def check(self, images: np.ndarray) -> None:
         if tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"the classifier takes images {list(self.image_shape)}; got {list(images.shape[1:])}")
-        return np.asarray(self.model(_unit(images), training=False))
+
+    def tensor_fn(self, x):
+        return self.model(x / 255.0, training=False)
 
 
-def inception_extractor(weights: str):
+class KerasInception(TensorExtractor):
     """InceptionV3 2048-d pool features from a local weights file (no download is attempted)."""
-    import keras
-    import tensorflow as tf
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"InceptionV3 weights {weights} not found; copy the Keras "
-                                f"'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5' there, "
-                                f"or use a classifier from `shortdiff train-classifier`")
-    net = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights)
 
-    def extract(images: np.ndarray) -> np.ndarray:
-        x = tf.image.resize(tf.cast(images, tf.float32), (299, 299))
+    name = "inception_v3"
+
+    def __init__(self, weights: str):
+        import keras
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"InceptionV3 weights {weights} not found; copy the Keras "
+                                    f"'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5' there, "
+                                    f"or use a classifier from `shortdiff train-classifier`")
+        self.net = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights)
+
+    def tensor_fn(self, x):
+        import tensorflow as tf
+        x = tf.image.resize(x, (299, 299))
         x = tf.tile(x, [1, 1, 1, 3]) if x.shape[-1] == 1 else x[..., :3]
-        return np.asarray(net(x / 127.5 - 1.0, training=False))
-
-    extract.name = "inception_v3"
-    return extract
+        return self.net(x / 127.5 - 1.0, training=False)
 
 
 STANDARD_INPUT, STANDARD_OUTPUT = "ExpandDims:0", "pool_3:0"
 STANDARD_FID_SAMPLES = 50_000            # the literature's sample count with the standard network
 
 
-class StandardInception:
+class StandardInception(TensorExtractor):
     """pool_3 features of the FID Inception graph (``classify_image_graph_def.pb``, a local file).
 
     The frozen graph is imported once into a ``tf.function`` with its input ``ExpandDims:0``
@@ -175,14 +222,14 @@ class StandardInception:
         self._fn = tf.compat.v1.wrap_function(pool3, [tf.TensorSpec([None, None, None, 3], tf.float32)])
         self.name = f"inception-2015-12-05 pool_3 ({path.name})"
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def check(self, images: np.ndarray) -> None:
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(f"the FID network takes images [N, H, W, 1 or 3]; got {list(images.shape)}")
+
+    def tensor_fn(self, x):
         import tensorflow as tf
-        x = np.asarray(images, np.float32)
-        if x.ndim != 4 or x.shape[-1] not in (1, 3):
-            raise ValueError(f"the FID network takes images [N, H, W, 1 or 3]; got {list(x.shape)}")
-        x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-        out = self._fn(tf.constant(x))
-        return np.asarray(out, np.float64).reshape(len(x), -1)
+        x = tf.tile(x, [1, 1, 1, 3]) if x.shape[-1] == 1 else x
+        return tf.reshape(self._fn(x), [tf.shape(x)[0], -1])
 
 
 def save_stats(path, features: np.ndarray) -> Path:
@@ -213,9 +260,10 @@ def load_stats(path):
     return mu, sigma
 
 
-def fid_against_stats(samples: np.ndarray, stats, extractor: Extractor, batch_size: int = 256) -> dict:
+def fid_against_stats(samples: np.ndarray, stats, extractor: Extractor, batch_size: int = 256,
+                      strategy=None) -> dict:
     """FID of uint8 ``samples`` against reference statistics (mu, sigma) of the same extractor."""
-    f_s = features(extractor, samples, batch_size)
+    f_s = features(extractor, samples, batch_size, strategy)
     mu, sigma = stats
     if f_s.shape[1] != len(mu):
         raise ValueError(f"the statistics have {len(mu)} features, the extractor gives {f_s.shape[1]}; "
@@ -230,7 +278,7 @@ def load_extractor(spec: str) -> Extractor:
     if spec.startswith("fid-inception:"):
         return StandardInception(spec.split(":", 1)[1])
     if spec.startswith("inception:"):
-        return inception_extractor(spec.split(":", 1)[1])
+        return KerasInception(spec.split(":", 1)[1])
     return ClassifierFeatures(spec)
 
 

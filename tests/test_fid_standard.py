@@ -111,7 +111,7 @@ def test_study_reports_the_standard_fid_with_its_count(glow_run, tmp_path):
     r = CliRunner().invoke(cli, [str(a) for a in (
         "study", "--dataset", "digits", "--reuse-score", glow_run[0], "--T-grid", "0.2", "--prior-steps", "2",
         "--glow-hidden", "8", "--glow-steps", "1", "--samplers", "heun", "--rtol", "1e-2", "--atol", "1e-2",
-        "--num-examples", "2", "--num-samples", "8", "--fid-samples", "12", "--no-progress",
+        "--num-examples", "2", "--num-samples", "8", "--fid-samples", "12", "--no-progress", "--strategy", "default",
         "--extractor", f"fid-inception:{tmp_path / 'classify_image_graph_def.pb'}", "--fid-stats", tmp_path / "ref.npz",
         "--workdir", d)])
     assert r.exit_code == 0, r.output
@@ -129,3 +129,30 @@ def test_the_standard_network_defaults_to_50k_samples(tmp_path):
     assert fid_samples(StudyConfig(dataset="digits", num_samples=64), standard) == 50_000
     assert fid_samples(StudyConfig(dataset="digits", num_samples=64), lambda x: x) == 64
     assert fid_samples(StudyConfig(dataset="digits", num_samples=64, fid_samples=100), standard) == 100
+
+
+@pytest.mark.parametrize("kind", ["standard", "classifier"])
+def test_features_split_over_two_replicas_equal_one_device(tmp_path, kind):
+    """quality.features under 2 mirrored replicas: 7 images in batches of 4 (so shares of 2 and of
+    1 padded to 2) run half on each logical CPU and give one device's features (1e-5)."""
+    from tests.conftest import two_replicas
+    if kind == "standard":
+        synthetic_graph(tmp_path / "g.pb")
+        extractor = quality.StandardInception(tmp_path / "g.pb")
+    else:
+        quality.build_classifier((8, 8, 1), 10, width=4, feature_dim=6).save(tmp_path / "c.keras")
+        extractor = quality.ClassifierFeatures(tmp_path / "c.keras")
+    images = np.random.RandomState(1).randint(0, 256, size=(7, 8, 8, 1)).astype(np.uint8)
+    one = quality.features(extractor, images, batch_size=4)
+    devices, tensor_fn = [], extractor.tensor_fn
+
+    def recorded(x):
+        out = tensor_fn(x)
+        devices.append(out.device)
+        return out
+
+    extractor.tensor_fn = recorded
+    two = quality.features(extractor, images, batch_size=4, strategy=two_replicas())
+    assert two.shape == one.shape and one.shape[0] == 7
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5)
+    assert len(devices) == 4 and {d.split("device:")[-1] for d in devices} == {"CPU:0", "CPU:1"}   # 2 batches x 2

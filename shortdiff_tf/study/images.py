@@ -61,9 +61,11 @@ def check_reusable(run_dir, T_grid) -> None:
 
 
 def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log=print,
-                progress: bool = False) -> dict:
+                progress: bool = False, strategy=None) -> dict:
     """One T of the image study: each stage is logged as it starts, with a progress line per
-    Glow step, likelihood batch and sampler evaluation when ``progress``."""
+    Glow step, likelihood batch and sampler evaluation when ``progress``.  ``strategy``: the
+    likelihood, the samples and the FID features split over its replicas (the Glow fit runs on one
+    device)."""
     view = make_view(cfg.reuse_score, study_dir, T)
     done = view / POINT_FILE
     if done.exists():
@@ -74,16 +76,17 @@ def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log
                        steps_per_level=cfg.glow_steps_per_level)
     fit_prior(view, pcfg, progress=progress, log=log)
     result = {"T": T, "seed": 0, "prior_kind": cfg.prior, "prior_seconds": time.perf_counter() - start}
-    result.update(_measure(cfg, view, T, extractor, reference, log, progress))
+    result.update(_measure(cfg, view, T, extractor, reference, log, progress, strategy))
     atomic_write_json(done, result)
     return result
 
 
-def _measure(cfg: StudyConfig, view: Path, T: float, extractor, reference, log=print, progress=False) -> dict:
+def _measure(cfg: StudyConfig, view: Path, T: float, extractor, reference, log=print, progress=False,
+             strategy=None) -> dict:
     """Bits/dim of both priors from one set of PF-ODE solves, then each prior's samples."""
     log(f"T={T:g}: bits/dim of {cfg.num_examples} test images by the PF-ODE (both priors)")
     ev = evaluate_run(view, num_examples=cfg.num_examples, prior="aux", T=T, rtol=cfg.rtol, atol=cfg.atol,
-                      progress=progress)
+                      progress=progress, strategy=strategy)
     out = {"num_examples": ev["num_examples"], "likelihood_nfe": ev["nfe_mean"], "rtol": cfg.rtol, "atol": cfg.atol}
     for prior, lk in (("noise", ev["likelihood_noise"]), ("aux", ev["likelihood"])):
         out.update({f"bpd_{prior}": lk["bpd"], f"bpd_sem_{prior}": lk["bpd_sem"],
@@ -91,25 +94,26 @@ def _measure(cfg: StudyConfig, view: Path, T: float, extractor, reference, log=p
                     f"elbo_bpd_bound_{prior}": ev[f"elbo_{prior}"].get("bpd_bound")})
     run = load_run(view)
     for prior in ("noise", "aux"):
-        out.update(_samples(cfg, run, T, prior, extractor, reference, log, progress))
+        out.update(_samples(cfg, run, T, prior, extractor, reference, log, progress, strategy))
     return out
 
 
-def _samples(cfg: StudyConfig, run, T: float, prior: str, extractor, reference, log=print, progress=False) -> dict:
+def _samples(cfg: StudyConfig, run, T: float, prior: str, extractor, reference, log=print, progress=False,
+             strategy=None) -> dict:
     """Each sampler's NFE, time and FID/KID; the samples are kept in RUN/samples for a look."""
     out = {}
     for sampler in cfg.samplers:
         log(f"T={T:g}: {cfg.num_samples} samples with {sampler} from the {prior} prior")
         s = sample.draw(run, sampler=sampler, num_samples=cfg.num_samples, seed=1, prior=prior, T=T,
-                        progress=progress)
+                        progress=progress, strategy=strategy)
         sample.write(run, s.x, run.run_dir / "samples" / f"{sampler}-{prior}")
         out.update({f"nfe_{sampler}_{prior}": s.report["nfe"], f"seconds_{sampler}_{prior}": s.report["seconds"]})
         if extractor is not None:
-            pixels = fid_images(cfg, run, sampler, prior, T, data_lib.to_uint8(s.x), extractor, log)
+            pixels = fid_images(cfg, run, sampler, prior, T, data_lib.to_uint8(s.x), extractor, log, strategy)
             if isinstance(reference, tuple):                          # (mu, sigma): no KID without features
-                q = quality.fid_against_stats(pixels, reference, extractor)
+                q = quality.fid_against_stats(pixels, reference, extractor, strategy=strategy)
             else:
-                q = quality.sample_quality(pixels, reference, extractor)
+                q = quality.sample_quality(pixels, reference, extractor, strategy=strategy)
                 out.update({f"kid_{sampler}_{prior}": q["kid"], f"kid_std_{sampler}_{prior}": q["kid_std"]})
             out.update({f"fid_{sampler}_{prior}": q["fid"], "fid_num_samples": q["num_samples"],
                         "fid_extractor": q["extractor"]})
@@ -125,7 +129,7 @@ def fid_samples(cfg: StudyConfig, extractor) -> int:
 
 
 def fid_images(cfg: StudyConfig, run, sampler: str, prior: str, T: float, first: np.ndarray, extractor,
-               log=print) -> np.ndarray:
+               log=print, strategy=None) -> np.ndarray:
     """uint8 samples for the FID: the ``first`` batch (seed 1), then the rest from one sampler in
     batches of --num-samples (seed (1, 1) and its children)."""
     n = fid_samples(cfg, extractor)
@@ -133,7 +137,7 @@ def fid_images(cfg: StudyConfig, run, sampler: str, prior: str, T: float, first:
         return first[:n]
     log(f"T={T:g}: drawing {n - len(first)} more samples with {sampler} from the {prior} prior for the FID")
     rest = sample.draw(run, sampler=sampler, num_samples=n - len(first), seed=(1, 1), prior=prior, T=T,
-                       chunk=cfg.num_samples)
+                       chunk=cfg.num_samples, strategy=strategy)
     return np.concatenate([first, data_lib.to_uint8(rest.x)])
 
 

@@ -25,9 +25,10 @@ from shortdiff_tf.study.config import StudyConfig
 
 
 def run_study(cfg: StudyConfig, study_dir, optimize: Optional[str] = None, optimize_steps: int = 2000,
-              log=print, progress: bool = False) -> dict:
+              log=print, progress: bool = False, strategy=None) -> dict:
     """Run (or resume) the study; -> the study.json report.  ``progress``: progress lines (stderr)
-    within each image point's Glow fit, likelihood batches and sampling."""
+    within each image point's Glow fit, likelihood batches and sampling.  ``strategy``: images only,
+    the likelihood, sampling and FID features of each point split over its replicas."""
     study_dir = Path(study_dir)
     is_toy = cfg.dataset in toy.TOY.names()
     if not is_toy and cfg.reuse_score is None:
@@ -38,14 +39,14 @@ def run_study(cfg: StudyConfig, study_dir, optimize: Optional[str] = None, optim
     if optimize and not is_toy:
         raise ValueError("--optimize-T needs the toy data's exact draws; run it with --dataset gmm1d or gmm2d")
     with RunLock(study_dir / ".lock", "shortdiff study"):
-        return _run(cfg, study_dir, is_toy, optimize, optimize_steps, log, progress)
+        return _run(cfg, study_dir, is_toy, optimize, optimize_steps, log, progress, strategy)
 
 
 def _run(cfg: StudyConfig, study_dir: Path, is_toy: bool, optimize, optimize_steps: int, log,
-         progress: bool = False) -> dict:
+         progress: bool = False, strategy=None) -> dict:
     cfg.save(study_dir)
     start = time.perf_counter()
-    points = _toy_points(cfg, study_dir, log) if is_toy else _image_points(cfg, study_dir, log, progress)
+    points = _toy_points(cfg, study_dir, log) if is_toy else _image_points(cfg, study_dir, log, progress, strategy)
     table = summary.by_T(points)
     report = {"config": dataclasses.asdict(cfg), "points": points,
               "summary": {str(T): v for T, v in table.items()},
@@ -90,13 +91,14 @@ def _toy_points(cfg, study_dir, log) -> list:
     return points
 
 
-def _image_points(cfg, study_dir, log, progress=False) -> list:
+def _image_points(cfg, study_dir, log, progress=False, strategy=None) -> list:
     from shortdiff_tf import quality
     extractor = quality.load_extractor(cfg.extractor) if cfg.extractor else None
     reference = images.reference_images(cfg.reuse_score, cfg.fid_stats) if extractor is not None else None
     points = []
     for T in cfg.T_grid:
-        p = images.image_point(cfg, study_dir, T, extractor, reference, log=log, progress=progress)
+        p = images.image_point(cfg, study_dir, T, extractor, reference, log=log, progress=progress,
+                               strategy=strategy)
         log(f"T={T:<4g}: " + _line(p, IMAGE_LINE))
         points.append(p)
     return points
