@@ -91,14 +91,14 @@ def main():
     ap.add_argument("--num-samples", type=int, default=512, help="samples per sampler for FID/KID")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from shortdiff_tf import data, quality
+    from shortdiff_tf import data, extractors, quality
     workdir = Path(args.workdir)
     runs = train_runs(args.dataset, workdir, sorted({T for _, T in ROWS}, reverse=True), args.steps)
     fits = fit_priors(runs, args.prior_steps)
     classifier = workdir / f"classifier-{args.dataset}.keras"
-    cls = (quality.train_classifier(args.dataset, classifier) if not classifier.exists()
+    cls = (extractors.train_classifier(args.dataset, classifier) if not classifier.exists()
            else {"out": str(classifier)})
-    extractor = quality.ClassifierFeatures(classifier)
+    extractor = extractors.ClassifierFeatures(classifier)
     reference = data.load(args.dataset, "train").array
     test = data.load(args.dataset, "test").array
     floor = quality.sample_quality(test, reference, extractor)

@@ -124,7 +124,7 @@ def main(argv=None):
     ap.add_argument("--plot")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
-    from shortdiff_tf import quality
+    from shortdiff_tf import extractors, quality
     from shortdiff_tf.app.runs import load_run
     from shortdiff_tf.study.images import reference_images
 
@@ -133,7 +133,7 @@ def main(argv=None):
     runs = args.runs.split(",")
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
     rows = [r for r in rows if r["run"] in runs]                # points of other runs are not this benchmark's
-    extractor = quality.load_extractor(args.classifier)
+    extractor = extractors.load_extractor(args.classifier)
     floors = {}
     for run_dir in runs:
         run = load_run(run_dir)

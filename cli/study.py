@@ -27,7 +27,7 @@ def train_classifier(dataset, data_dir, out, epochs, seed, as_json):
     """The offline feature extractor for FID/KID: a small CNN on the labelled training split.
     e.g.  shortdiff train-classifier --dataset digits"""
     load_tensorflow()
-    from shortdiff_tf.quality import train_classifier as train_fn
+    from shortdiff_tf.extractors import train_classifier as train_fn
     out = out or str(Path("classifiers") / f"{Path(dataset).stem}.keras")
     r = train_fn(dataset, out, epochs=epochs, seed=seed, data_dir=data_dir, log=lambda *_: None)
     report(r, as_json, [f"classifier on {dataset}: test accuracy {r['test_accuracy']:.4f} "

@@ -6,7 +6,7 @@ import pytest
 import scipy.linalg
 import tensorflow as tf
 
-from shortdiff_tf import quality
+from shortdiff_tf import extractors, quality
 
 FEATURES = 6
 
@@ -38,8 +38,8 @@ def test_the_standard_extractor_batches_the_frozen_graph(tmp_path):
     """Batched features of 5 RGB and 3 grey images of another size equal the graph run image by
     image (1e-5); grey images are repeated over three channels."""
     graph = synthetic_graph(tmp_path / "classify_image_graph_def.pb")
-    extractor = quality.load_extractor(f"fid-inception:{tmp_path / 'classify_image_graph_def.pb'}")
-    assert quality.is_standard(extractor) and "pool_3" in extractor.name
+    extractor = extractors.load_extractor(f"fid-inception:{tmp_path / 'classify_image_graph_def.pb'}")
+    assert extractors.is_standard(extractor) and "pool_3" in extractor.name
     rgb = np.random.RandomState(1).randint(0, 256, (5, 12, 12, 3), dtype=np.uint8)
     np.testing.assert_allclose(extractor(rgb), one_by_one(graph, rgb), rtol=1e-5, atol=1e-6)
     grey = np.random.RandomState(2).randint(0, 256, (3, 10, 10, 1), dtype=np.uint8)
@@ -52,7 +52,7 @@ def test_statistics_round_trip_and_fid_against_them(tmp_path):
     """save_stats writes the original format (mu, sigma); the FID of samples against the stats
     of a reference set equals the FID between the two feature sets."""
     synthetic_graph(tmp_path / "g.pb")
-    extractor = quality.StandardInception(tmp_path / "g.pb")
+    extractor = extractors.StandardInception(tmp_path / "g.pb")
     rng = np.random.RandomState(3)
     ref = rng.randint(0, 256, (40, 8, 8, 3), dtype=np.uint8)
     samples = np.clip(ref.astype(int) + rng.randint(-30, 30, ref.shape), 0, 255).astype(np.uint8)
@@ -85,7 +85,7 @@ def test_a_wrong_graph_file_is_named(tmp_path, bad, match):
         tf.constant(1.0, name="something")
     (tmp_path / "other.pb").write_bytes(graph.as_graph_def().SerializeToString())
     with pytest.raises((ValueError, FileNotFoundError), match=match):
-        quality.StandardInception(tmp_path / bad)
+        extractors.StandardInception(tmp_path / bad)
 
 
 @pytest.mark.parametrize("content, match", [
@@ -104,7 +104,7 @@ def test_study_reports_the_standard_fid_with_its_count(glow_run, tmp_path):
     from click.testing import CliRunner
     from cli.main import cli
     synthetic_graph(tmp_path / "classify_image_graph_def.pb")
-    extractor = quality.StandardInception(tmp_path / "classify_image_graph_def.pb")
+    extractor = extractors.StandardInception(tmp_path / "classify_image_graph_def.pb")
     from shortdiff_tf import data as data_lib
     quality.save_stats(tmp_path / "ref.npz", extractor(data_lib.load("digits", "train").array[:200]))
     d = tmp_path / "study"
@@ -125,7 +125,7 @@ def test_the_standard_network_defaults_to_50k_samples(tmp_path):
     from shortdiff_tf.study.config import StudyConfig
     from shortdiff_tf.study.images import fid_samples
     synthetic_graph(tmp_path / "g.pb")
-    standard = quality.StandardInception(tmp_path / "g.pb")
+    standard = extractors.StandardInception(tmp_path / "g.pb")
     assert fid_samples(StudyConfig(dataset="digits", num_samples=64), standard) == 50_000
     assert fid_samples(StudyConfig(dataset="digits", num_samples=64), lambda x: x) == 64
     assert fid_samples(StudyConfig(dataset="digits", num_samples=64, fid_samples=100), standard) == 100
@@ -138,10 +138,10 @@ def test_features_split_over_two_replicas_equal_one_device(tmp_path, kind):
     from tests.conftest import two_replicas
     if kind == "standard":
         synthetic_graph(tmp_path / "g.pb")
-        extractor = quality.StandardInception(tmp_path / "g.pb")
+        extractor = extractors.StandardInception(tmp_path / "g.pb")
     else:
-        quality.build_classifier((8, 8, 1), 10, width=4, feature_dim=6).save(tmp_path / "c.keras")
-        extractor = quality.ClassifierFeatures(tmp_path / "c.keras")
+        extractors.build_classifier((8, 8, 1), 10, width=4, feature_dim=6).save(tmp_path / "c.keras")
+        extractor = extractors.ClassifierFeatures(tmp_path / "c.keras")
     images = np.random.RandomState(1).randint(0, 256, size=(7, 8, 8, 1)).astype(np.uint8)
     one = quality.features(extractor, images, batch_size=4)
     devices, tensor_fn = [], extractor.tensor_fn

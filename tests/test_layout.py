@@ -15,7 +15,7 @@ LAYERS = [                                  # lowest first; the first part of th
     ("training infrastructure", {"config", "checkpoints", "distribute", "optim", "ode", "flow"}),
     ("losses and prior fitting", {"losses", "training", "prior_fit"}),
     ("samplers", {"samplers", "few_step"}),
-    ("likelihood and ELBO", {"likelihood", "elbo", "quality"}),
+    ("likelihood and ELBO", {"likelihood", "elbo", "quality", "extractors"}),
     ("run-level application", {"app"}),
     ("study", {"study"}),
 ]

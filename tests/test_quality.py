@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from shortdiff_tf import data as data_lib, quality
+from shortdiff_tf import data as data_lib, extractors, quality
 
 
 def fd_2x2(mu1, c1, mu2, c2):
@@ -56,7 +56,7 @@ def test_train_classifier_cli_and_features(tmp_path):
     assert "test accuracy" in r.output and out.exists()
     acc = float(r.output.split("test accuracy ")[1].split()[0])
     assert acc > 0.5                                      # 10 classes: chance is 0.1
-    ex = quality.ClassifierFeatures(out)
+    ex = extractors.ClassifierFeatures(out)
     test = data_lib.load("digits", "test").array
     q = quality.sample_quality(test[:100], test[100:], ex)
     noise = np.random.RandomState(0).randint(0, 256, (100, 8, 8, 1)).astype(np.uint8)
@@ -70,7 +70,7 @@ def test_classifier_bad_input(tmp_path):
     r = CliRunner().invoke(cli, ["train-classifier", "--dataset", "gmm2d", "--out", str(tmp_path / "c.keras")])
     assert r.exit_code != 0 and "no labelled images" in r.output
     with pytest.raises(FileNotFoundError, match="train-classifier"):
-        quality.ClassifierFeatures(tmp_path / "missing.keras")
+        extractors.ClassifierFeatures(tmp_path / "missing.keras")
     (tmp_path / "bad.keras").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a readable classifier"):
-        quality.ClassifierFeatures(tmp_path / "bad.keras")
+        extractors.ClassifierFeatures(tmp_path / "bad.keras")

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from shortdiff_tf import checkpoints, data as data_lib, quality
+from shortdiff_tf import checkpoints, data as data_lib, extractors, quality
 from shortdiff_tf.app import sample
 from shortdiff_tf.app.evaluate import evaluate_run
 from shortdiff_tf.app.fit_prior import fit_prior
@@ -125,7 +125,7 @@ def fid_samples(cfg: StudyConfig, extractor) -> int:
     literature), else --num-samples."""
     if cfg.fid_samples:
         return cfg.fid_samples
-    return quality.STANDARD_FID_SAMPLES if quality.is_standard(extractor) else cfg.num_samples
+    return extractors.STANDARD_FID_SAMPLES if extractors.is_standard(extractor) else cfg.num_samples
 
 
 def fid_images(cfg: StudyConfig, run, sampler: str, prior: str, T: float, first: np.ndarray, extractor,

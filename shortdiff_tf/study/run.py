@@ -92,8 +92,8 @@ def _toy_points(cfg, study_dir, log) -> list:
 
 
 def _image_points(cfg, study_dir, log, progress=False, strategy=None) -> list:
-    from shortdiff_tf import quality
-    extractor = quality.load_extractor(cfg.extractor) if cfg.extractor else None
+    from shortdiff_tf import extractors
+    extractor = extractors.load_extractor(cfg.extractor) if cfg.extractor else None
     reference = images.reference_images(cfg.reuse_score, cfg.fid_stats) if extractor is not None else None
     points = []
     for T in cfg.T_grid:
