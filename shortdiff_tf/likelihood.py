@@ -48,8 +48,9 @@ def probe_noise(shape, seed, kind: str = "rademacher", dtype=tf.float32):
 
 
 def hutchinson_divergence(fn, x, z):
-    """-> (fn(x), z^T J_fn(x) z [B]) from one forward pass and one vector-Jacobian product."""
-    with tf.GradientTape() as tape:
+    """-> (fn(x), z^T J_fn(x) z [B]) from one forward pass and one vector-Jacobian product (with
+    respect to x only: the network's weights are not watched, so no weight gradients are built)."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         y = fn(x)
     vjp = tape.gradient(y, x, output_gradients=z)

@@ -25,15 +25,22 @@ import tensorflow as tf
 
 
 def _bcast(v):
-    """[B, C] -> [B, 1, 1, C]."""
-    return v[:, None, None, :]
+    """[B, C] -> [B, 1, 1, C] (static shapes only: a graph of few ops traces fast)."""
+    return tf.reshape(v, [-1, 1, 1, v.shape[-1]])
 
 
 def group_mean(per_channel, groups: int):
     """[B, C] per-channel means -> the mean over each channel's group, repeated to [B, C]."""
-    b, c = tf.shape(per_channel)[0], per_channel.shape[-1]
-    g = tf.reduce_mean(tf.reshape(per_channel, [b, groups, c // groups]), -1, keepdims=True)
-    return tf.reshape(tf.broadcast_to(g, [b, groups, c // groups]), [b, c])
+    c = per_channel.shape[-1]
+    g = tf.reduce_mean(tf.reshape(per_channel, [-1, groups, c // groups]), -1, keepdims=True)
+    return tf.reshape(tf.tile(g, [1, 1, c // groups]), [-1, c])
+
+
+def _pixels(x):
+    """H * W of x [B, H, W, C] as x's dtype: a constant when the shape is static."""
+    if x.shape[1] is not None and x.shape[2] is not None:
+        return tf.constant(x.shape[1] * x.shape[2], x.dtype)
+    return tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
 
 
 def group_moments(x, groups: int, epsilon: float):
@@ -60,13 +67,12 @@ def group_norm(x, gamma, beta, groups: int, epsilon: float = 1e-6, silu: bool = 
 
     @tf.custom_gradient
     def norm(x, gamma, beta):
-        y = _forward(x, gamma, beta, groups, epsilon, silu)[0]
+        y, mean, r, a, s = _forward(x, gamma, beta, groups, epsilon, silu)
 
         def grad(dy):
-            # the forward again, from x: in a graph it is the same subgraph as the forward pass
-            # and grappler merges the two; an outer tape then sees how the moments depend on x,
-            # so second derivatives (Hessian-vector products) are right too
-            y, mean, r, a, s = _forward(x, gamma, beta, groups, epsilon, silu)
+            # the forward's own tensors: every tape active during the forward recorded how they
+            # depend on x, so an outer tape differentiates this gradient too (second derivatives,
+            # Hessian-vector products: tested), and tracing builds the forward once, not twice
             if silu:
                 dy = dy * (s + y * (1.0 - s))
             mean_dy = tf.reduce_mean(dy, [1, 2])                               # [B, C]
@@ -74,7 +80,7 @@ def group_norm(x, gamma, beta, groups: int, epsilon: float = 1e-6, silu: bool = 
             m1, m2 = group_mean(mean_dy * gamma, groups), group_mean(mean_dy_xhat * gamma, groups)
             q = -r * r * m2
             dx = dy * _bcast(a) + (x * _bcast(q) + _bcast(-r * m1 - mean * q))
-            hw = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
+            hw = _pixels(x)
             return dx, tf.reduce_sum(mean_dy_xhat, 0) * hw, tf.reduce_sum(mean_dy, 0) * hw
 
         return y, grad
