@@ -8,7 +8,10 @@ the Gaussian prior term in closed form or by one Monte Carlo draw (the estimator
 benchmark: control on, K = 1, Monte Carlo).  Target: the ELBO's standard error over examples at
 most 2 x the exact log-likelihood's.
 
-    python benchmarks/elbo.py --workdir RUN [--num-examples 64] [--draws 1,4,16] [--out FILE]
+    python benchmarks/elbo.py --workdir RUN [--dataset TEST] [--num-examples 64] [--draws 1,4,16] [--out FILE]
+
+``--dataset``: the test images when the run's data set has no test split of its own (an .npz of
+training images, as ``benchmarks/mnist_subset.py`` writes: pass its ``test.npz``).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ class MonteCarloOnly:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--dataset", default=None, help="test images  [default: the run's data set, test split]")
     ap.add_argument("--num-examples", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--draws", default="1,4,16")
@@ -49,13 +53,14 @@ def main(argv=None):
 
     run = load_run(args.workdir)
     start = time.perf_counter()                # the exact likelihood, as `shortdiff evaluate` (resumable)
-    report = evaluate_run(args.workdir, num_examples=args.num_examples, batch_size=args.batch_size, seed=args.seed,
+    report = evaluate_run(args.workdir, dataset=args.dataset, num_examples=args.num_examples,
+                          batch_size=args.batch_size, seed=args.seed,
                           prior="aux", elbo_draws=1)
     exact = {"noise": report["likelihood_noise"], "aux": report["likelihood"]}
     exact_sem = {k: v["log_prob_sem"] for k, v in exact.items()}
     print(f"exact log-likelihood ({time.perf_counter() - start:.0f} s): "
           + ", ".join(f"{k} {v['log_prob']:.2f} +- {v['log_prob_sem']:.2f}" for k, v in exact.items()))
-    x = data_lib.to_model_space(load_eval_data(run, None, "test", args.num_examples), split(args.seed, 0))
+    x = data_lib.to_model_space(load_eval_data(run, args.dataset, "test", args.num_examples), split(args.seed, 0))
     aux, T, aux_name = resolve_prior(run, "aux")
     sde, score = run.sde(T), run.score_fn(T)
     noise = sde.prior(run.shape)
