@@ -248,8 +248,12 @@ def test_study_reuse_score_on_images(glow_run, tmp_path):
     assert r.exit_code != 0 and "exceed" in r.output
     r = invoke("study", "--dataset", "digits", "--reuse-score", run, "--T-grid", "0.2,0.3", "--workdir", d,
                "--no-progress", "--prior-steps", "2", "--glow-hidden", "8", "--glow-steps", "1", "--samplers", "em",
-               "--rtol", "1e-2", "--atol", "1e-2", "--num-examples", "2", "--num-samples", "16", "--extractor", clf,
-               "--strategy", "mirrored")
+               "--rtol", "1e-2", "--atol", "1e-2", "--num-examples", "2", "--num-samples", "16", "--extractor", clf)
     assert r.exit_code == 0, r.output        # T = 0.2 is resumed from its point file, T = 0.3 is new
     assert "T=0.2: 16 samples" not in r.output and "T=0.3: 16 samples with em from the aux prior" in r.output
     assert " NFE  sampling" not in r.output and "examples  PF-ODE" not in r.output
+    r = invoke("study", "--dataset", "digits", "--reuse-score", run, "--T-grid", "0.2,0.3", "--workdir", d,
+               "--prior-steps", "2", "--glow-hidden", "8", "--glow-steps", "1", "--samplers", "em", "--rtol", "1e-2",
+               "--atol", "1e-2", "--num-examples", "2", "--num-samples", "16", "--extractor", clf,
+               "--strategy", "mirrored")          # (the split itself: tests of quality.features, evaluate, sample)
+    assert r.exit_code == 0 and "T=0.3: 16 samples" not in r.output, r.output       # both points resumed
