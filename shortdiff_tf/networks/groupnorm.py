@@ -6,8 +6,8 @@ r = (var + eps)^(-1/2) of each (example, group) over H, W and the group's channe
     y = gamma * (x - mu) r + beta  =  x * a + (beta - mu a),   a = gamma r   (per example, channel).
 
 The statistics are reduced per channel first ([B, C], where the reduction runs over the
-contiguous rows of the tensor) and then per group, and y is one multiply-add with [B, 1, 1, C]
-coefficients: Keras' GroupNormalization reshapes to [B, H, W, G, C/G] and broadcasts along an
+contiguous rows of the tensor, held as [B, G, C/G]) and then per group ([B, G, 1], which
+broadcasts back over the group), and y is one multiply-add with [B, 1, 1, C] coefficients: Keras' GroupNormalization reshapes to [B, H, W, G, C/G] and broadcasts along an
 innermost axis of C/G (often 4) elements, which is several times slower on CPU.
 
 The gradient is the closed form (x_hat = (x - mu) r; <.> the mean over a group)
@@ -24,16 +24,41 @@ import keras
 import tensorflow as tf
 
 
-def _bcast(v):
-    """[B, C] -> [B, 1, 1, C] (static shapes only: a graph of few ops traces fast)."""
-    return tf.reshape(v, [-1, 1, 1, v.shape[-1]])
+class _Layout:
+    """The shapes one GroupNorm call moves between, as constants built once per call (a small
+    graph traces and instantiates fast): per-channel values [B, C] are held grouped as
+    [B, G, C/G], where a group's mean is one reduction that broadcasts back over its channels,
+    and are applied to x [B, H, W, C] as [B, 1, 1, C]."""
 
+    def __init__(self, x, groups: int):
+        c = x.shape[-1]
+        self.grouped = tf.constant([-1, groups, c // groups])
+        self.image = tf.constant([-1, 1, 1, c])
+        self.channels = tf.constant([c])
+        self.spatial = tf.constant([1, 2])
+        self.group_axis = tf.constant(-1)
+        self.ones = tf.ones([1, groups, c // groups], x.dtype)
+        self.hw = _pixels(x)
 
-def group_mean(per_channel, groups: int):
-    """[B, C] per-channel means -> the mean over each channel's group, repeated to [B, C]."""
-    c = per_channel.shape[-1]
-    g = tf.reduce_mean(tf.reshape(per_channel, [-1, groups, c // groups]), -1, keepdims=True)
-    return tf.reshape(tf.tile(g, [1, 1, c // groups]), [-1, c])
+    def channel_mean(self, v):
+        """[B, H, W, C] -> the mean over H, W of each channel, grouped [B, G, C/G]."""
+        return tf.reshape(tf.reduce_mean(v, self.spatial), self.grouped)
+
+    def group_mean(self, v):
+        """[B, G, C/G] -> the mean over each group [B, G, 1] (it broadcasts over the group)."""
+        return tf.reduce_mean(v, self.group_axis, keepdims=True)
+
+    def to_image(self, v):
+        """[B, G, C/G] -> [B, 1, 1, C]."""
+        return tf.reshape(v, self.image)
+
+    def spread(self, v):
+        """[B, G, 1] -> [B, 1, 1, C]: a group's value on each of its channels."""
+        return self.to_image(v * self.ones)
+
+    def per_channel(self, v):
+        """[G, C/G] weights gradient summed over the batch and pixels -> [C]."""
+        return tf.reshape(tf.reduce_sum(v, 0) * self.hw, self.channels)
 
 
 def _pixels(x):
@@ -43,31 +68,28 @@ def _pixels(x):
     return tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
 
 
-def group_moments(x, groups: int, epsilon: float):
-    """-> (mu, r) [B, C]: each channel's group mean and (var + eps)^(-1/2), two passes over x."""
-    mean = group_mean(tf.reduce_mean(x, [1, 2]), groups)
-    var = group_mean(tf.reduce_mean(tf.math.squared_difference(x, _bcast(mean)), [1, 2]), groups)
-    return mean, tf.math.rsqrt(var + epsilon)
-
-
-def _forward(x, gamma, beta, groups, epsilon, silu):
-    """-> (output, mu, r, a, sigmoid(z) or None), z = x a + (beta - mu a)."""
-    mean, r = group_moments(x, groups, epsilon)
-    a = r * gamma
-    z = x * _bcast(a) + _bcast(beta - mean * a)
+def _forward(x, gamma, beta, epsilon, silu, k: _Layout):
+    """-> (output, mu [B, G, 1], r [B, G, 1], a [B, 1, 1, C], gamma [1, G, C/G], sigmoid(z) or
+    None), z = x a + (beta - mu a), a = gamma r; two passes over x for the moments."""
+    mean = k.group_mean(k.channel_mean(x))
+    r = tf.math.rsqrt(k.group_mean(k.channel_mean(tf.math.squared_difference(x, k.spread(mean)))) + epsilon)
+    gamma = tf.reshape(gamma, k.grouped)
+    a = r * gamma                                                     # [B, G, C/G]
+    z = x * k.to_image(a) + k.to_image(tf.reshape(beta, k.grouped) - mean * a)
     if not silu:
-        return z, mean, r, a, None
+        return z, mean, r, a, gamma, None
     s = tf.sigmoid(z)
-    return z * s, mean, r, a, s
+    return z * s, mean, r, a, gamma, s
 
 
 def group_norm(x, gamma, beta, groups: int, epsilon: float = 1e-6, silu: bool = False):
     """GroupNorm of x [B, H, W, C], then SiLU(z) = z sigmoid(z) if ``silu``, with the
     closed-form gradient of the module docstring (SiLU'(z) = s + y (1 - s), s = sigmoid(z))."""
+    k = _Layout(x, groups)
 
     @tf.custom_gradient
     def norm(x, gamma, beta):
-        y, mean, r, a, s = _forward(x, gamma, beta, groups, epsilon, silu)
+        y, mean, r, a, gamma_g, s = _forward(x, gamma, beta, epsilon, silu, k)
 
         def grad(dy):
             # the forward's own tensors: every tape active during the forward recorded how they
@@ -75,13 +97,12 @@ def group_norm(x, gamma, beta, groups: int, epsilon: float = 1e-6, silu: bool = 
             # Hessian-vector products: tested), and tracing builds the forward once, not twice
             if silu:
                 dy = dy * (s + y * (1.0 - s))
-            mean_dy = tf.reduce_mean(dy, [1, 2])                               # [B, C]
-            mean_dy_xhat = (tf.reduce_mean(dy * x, [1, 2]) - mean * mean_dy) * r
-            m1, m2 = group_mean(mean_dy * gamma, groups), group_mean(mean_dy_xhat * gamma, groups)
+            mean_dy = k.channel_mean(dy)                                        # [B, G, C/G]
+            mean_dy_xhat = (k.channel_mean(dy * x) - mean * mean_dy) * r
+            m1, m2 = k.group_mean(mean_dy * gamma_g), k.group_mean(mean_dy_xhat * gamma_g)   # [B, G, 1]
             q = -r * r * m2
-            dx = dy * _bcast(a) + (x * _bcast(q) + _bcast(-r * m1 - mean * q))
-            hw = _pixels(x)
-            return dx, tf.reduce_sum(mean_dy_xhat, 0) * hw, tf.reduce_sum(mean_dy, 0) * hw
+            dx = dy * k.to_image(a) + (x * k.spread(q) + k.spread(-r * m1 - mean * q))
+            return dx, k.per_channel(mean_dy_xhat), k.per_channel(mean_dy)
 
         return y, grad
 
