@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-# ---- extractors -------------------------------------------------------------------------
+
 class TensorExtractor:
     """An extractor with its computation in TensorFlow: ``tensor_fn`` maps float32 pixels 0..255
     [n, H, W, C] to features [n, F] on the device it runs on (so a strategy can run it on each

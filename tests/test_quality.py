@@ -74,3 +74,5 @@ def test_classifier_bad_input(tmp_path):
     (tmp_path / "bad.keras").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a readable classifier"):
         extractors.ClassifierFeatures(tmp_path / "bad.keras")
+    with pytest.raises(FileNotFoundError, match="inception_v3_weights"):      # no download is attempted
+        extractors.load_extractor(f"inception:{tmp_path / 'missing.h5'}")
