@@ -75,6 +75,20 @@ def multi_replica(strategy):
     return strategy if replica_count(strategy) > 1 else None
 
 
+def rounded_up(size: int, strategy) -> int:
+    """``size`` rounded up to a multiple of ``strategy``'s replicas (each gets an equal share)."""
+    r = replica_count(strategy)
+    return -(-size // r) * r
+
+
+def pad_rows(x, size: int):
+    """x [n, ...] with copies of its last row appended up to ``size`` rows (a tensor); the caller
+    cuts the results back to n."""
+    x = tf.convert_to_tensor(x)
+    n = int(x.shape[0])
+    return x if n >= size else tf.concat([x, tf.repeat(x[-1:], size - n, axis=0)], 0)
+
+
 def run_per_replica(strategy, fn, args: list) -> list:
     """``fn(*args[k])`` on replica k, all at once; -> [the tuple fn returned on replica k].  The
     data-parallel step of evaluation and sampling: each replica gets its own share of the work."""

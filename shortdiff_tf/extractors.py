@@ -13,6 +13,7 @@ InceptionV3, each computing its features in TensorFlow (``TensorExtractor.tensor
 """
 from __future__ import annotations
 
+import abc
 import math
 from pathlib import Path
 from typing import Optional
@@ -20,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 
-class TensorExtractor:
+class TensorExtractor(abc.ABC):
     """An extractor with its computation in TensorFlow: ``tensor_fn`` maps float32 pixels 0..255
     [n, H, W, C] to features [n, F] on the device it runs on (so a strategy can run it on each
     replica); ``check`` names a wrong image shape before any work; calling it on uint8 images
@@ -31,8 +32,9 @@ class TensorExtractor:
     def check(self, images: np.ndarray) -> None:
         """Raise ValueError naming the problem when ``images`` do not fit the network."""
 
+    @abc.abstractmethod
     def tensor_fn(self, x):
-        raise NotImplementedError
+        """float32 pixels 0..255 [n, H, W, C] (a tensor) -> features [n, F] (a tensor)."""
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf

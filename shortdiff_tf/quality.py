@@ -93,23 +93,21 @@ def features(extractor: Extractor, images: np.ndarray, batch_size: int = 256, st
     last image to a multiple of them): the features one device gives, per image."""
     from shortdiff_tf import distribute
     strategy = distribute.multi_replica(strategy) if isinstance(extractor, TensorExtractor) else None
-    if strategy is None:
-        def per_batch(b):
-            return np.asarray(extractor(b))
-    else:
-        def per_batch(b):
-            return _replicated(extractor, b, strategy)
-    return np.concatenate([per_batch(images[i: i + batch_size]) for i in range(0, len(images), batch_size)], 0)
+    return np.concatenate([_batch_features(extractor, images[i: i + batch_size], strategy)
+                           for i in range(0, len(images), batch_size)], 0)
 
 
-def _replicated(extractor: TensorExtractor, batch: np.ndarray, strategy) -> np.ndarray:
-    """One batch's features, a share per replica."""
+def _batch_features(extractor: Extractor, batch: np.ndarray, strategy) -> np.ndarray:
+    """One batch's features: on one device, or a share per replica of ``strategy``."""
+    import tensorflow as tf
     from shortdiff_tf import distribute
+    if strategy is None:
+        return np.asarray(extractor(batch))
     extractor.check(batch)
     n, r = len(batch), distribute.replica_count(strategy)
-    padded = np.concatenate([batch, np.repeat(batch[-1:], -n % r, axis=0)]).astype(np.float32)
+    padded = distribute.pad_rows(np.asarray(batch, np.float32), distribute.rounded_up(n, strategy))
     out = distribute.run_per_replica(strategy, lambda x: (extractor.tensor_fn(x),),
-                                     [(share,) for share in np.split(padded, r)])
+                                     [(share,) for share in tf.split(padded, r)])
     return np.concatenate([np.asarray(o[0], np.float64) for o in out])[:n]
 
 

@@ -109,7 +109,7 @@ def likelihood_pass(est, x, seed, repeat: int, batch_size: int, store: EvalStore
         ll = store.load(repeat, i, est)
         loaded += ll is not None
         if ll is None:
-            ll = padded_call(est, x[i: i + batch_size], _rows(min(batch_size, n), est), split(seed, 1 + i))
+            ll = padded_call(est, x[i: i + batch_size], distribute.rounded_up(min(batch_size, n), est.strategy), split(seed, 1 + i))
             store.save(repeat, i, ll)
         parts.append(ll)
         bar.update(repeat * n + min(i + batch_size, n),
@@ -125,19 +125,11 @@ def average_passes(passes) -> list:
                                 nfe=int(round(np.mean([p[j].nfe for p in passes])))) for j in range(len(passes[0]))]
 
 
-def _rows(size: int, est) -> int:
-    """``size`` rounded up to a multiple of the estimator's replicas (each gets an equal share)."""
-    r = distribute.replica_count(est.strategy)
-    return -(-size // r) * r
-
-
 def padded_call(est, x, size: int, seed) -> likelihood.LogLikelihood:
     """The likelihood of a batch padded to ``size`` rows (copies of its last example) and cut back:
     every batch of an evaluation has one shape, so the solver is traced once."""
     n = int(x.shape[0])
-    if n < size:
-        x = tf.concat([x, tf.repeat(x[-1:], size - n, axis=0)], 0)
-    ll = est(x, seed=seed)
+    ll = est(distribute.pad_rows(x, size), seed=seed)
     return dataclasses.replace(ll, log_prob=ll.log_prob[:n], prior_logp=ll.prior_logp[:n],
                                delta_logp=ll.delta_logp[:n], x_T=ll.x_T[:n])
 

@@ -57,7 +57,8 @@ class _Layout:
         return self.to_image(v * self.ones)
 
     def per_channel(self, v):
-        """[G, C/G] weights gradient summed over the batch and pixels -> [C]."""
+        """[B, G, C/G] per-example channel means -> their sum over the batch and the H x W pixels, [C]
+        (a weight's gradient)."""
         return tf.reshape(tf.reduce_sum(v, 0) * self.hw, self.channels)
 
 
@@ -69,7 +70,7 @@ def _pixels(x):
 
 
 def _forward(x, gamma, beta, epsilon, silu, k: _Layout):
-    """-> (output, mu [B, G, 1], r [B, G, 1], a [B, 1, 1, C], gamma [1, G, C/G], sigmoid(z) or
+    """-> (output, mu [B, G, 1], r [B, G, 1], a [B, G, C/G], gamma [1, G, C/G], sigmoid(z) or
     None), z = x a + (beta - mu a), a = gamma r; two passes over x for the moments."""
     mean = k.group_mean(k.channel_mean(x))
     r = tf.math.rsqrt(k.group_mean(k.channel_mean(tf.math.squared_difference(x, k.spread(mean)))) + epsilon)
