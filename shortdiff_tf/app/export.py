@@ -37,7 +37,7 @@ import tensorflow as tf
 from shortdiff_tf import bits, data as data_lib, likelihood, samplers
 from shortdiff_tf.app.runs import Run, load_run, resolve_prior
 from shortdiff_tf.prior_fit import store
-from shortdiff_tf.seeds import split
+from shortdiff_tf.seeds import as_seed, split
 
 SAMPLERS = tuple(samplers.PRESETS)                       # em, pc, ode, heun, dpm2m
 MAX_SAMPLES = 4096          # per call of the sample signature
@@ -65,6 +65,7 @@ class ServingModule(tf.Module):
         self._shape, self._is_image = tuple(run.shape), len(run.shape) == 3
         self._eps, self._T = sde.eps, sde.T
         self._score_fn = score_fn
+        prior = SharedPrior(prior, self._shape)
         self._samplers = tuple(samplers.Sampler(sde, score_fn, prior, samplers.preset(n)) for n in SAMPLERS)
         self._estimator = likelihood.LikelihoodEstimator(sde, score_fn, prior, rtol, atol, "hutchinson")
         self._metadata = json.dumps(metadata(run, prior_name, sde, rtol, atol), sort_keys=True)
@@ -141,6 +142,28 @@ class ServingModule(tf.Module):
 
     def metadata(self):
         return {"metadata": tf.constant(self._metadata)}
+
+
+class SharedPrior:
+    """The prior's ``sample`` and ``log_prob`` each traced once, as non-inlined graph functions that
+    every sampler and the likelihood call: one copy of the flow in the SavedModel instead of one per
+    caller.  The first call of a signature prepares every function its graph reaches, all five
+    samplers' loops included, so each copy of the Glow cost first-call time.  Digits with its Glow:
+    the sample signature's function library 9,704 -> 4,527 nodes, export 14 -> 10 s, load 3.2 ->
+    2.4 s, the first em call (100 steps, 64 samples) 4.8 -> 4.3 s against 2.0 s warm."""
+
+    def __init__(self, prior, shape):
+        self.event_shape = list(shape)
+        # n and seed as int32 tensors, the temperature a Python number: one trace per temperature
+        self._sample = tf.function(prior.sample, experimental_attributes=NOINLINE)
+        self._log_prob = tf.function(prior.log_prob, experimental_attributes=NOINLINE,
+                                     input_signature=[tf.TensorSpec((None,) + tuple(shape), tf.float32)])
+
+    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32):
+        return tf.cast(self._sample(tf.cast(n, tf.int32), as_seed(seed), float(temperature)), dtype)
+
+    def log_prob(self, x):
+        return self._log_prob(tf.cast(x, tf.float32))
 
 
 def _finite(x, name):
