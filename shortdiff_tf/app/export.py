@@ -149,7 +149,7 @@ class SharedPrior:
     every sampler and the likelihood call: one copy of the flow in the SavedModel instead of one per
     caller.  The first call of a signature prepares every function its graph reaches, all five
     samplers' loops included, so each copy of the Glow cost first-call time.  Digits with its Glow:
-    the sample signature's function library 9,704 -> 4,527 nodes, export 14 -> 10 s, load 3.2 ->
+    the sample signature's function library 9,704 -> 4,523 nodes, export 14 -> 10 s, load 3.2 ->
     2.4 s, the first em call (100 steps, 64 samples) 4.8 -> 4.3 s against 2.0 s warm."""
 
     def __init__(self, prior, shape):
