@@ -94,6 +94,38 @@ RELOAD = textwrap.dedent("""
 """)
 
 
+SERVE = textwrap.dedent("""
+    # What TF Serving does with a model version: load it with the TF1 session loader, replay
+    # assets.extra/tf_serving_warmup_requests (PredictionLog records), then answer a request.
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+    tf.compat.v1.disable_eager_execution()
+    model, out = sys.argv[1], sys.argv[2]
+    sess = tf.compat.v1.Session()
+    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], model)
+
+    def predict(signature, inputs):
+        sig = meta.signature_def[signature]
+        assert set(inputs) == set(sig.inputs), (signature, sorted(inputs))
+        fetch = {k: v.name for k, v in sig.outputs.items()}
+        return sess.run(fetch, {sig.inputs[k].name: v for k, v in inputs.items()})
+
+    seen = []
+    for raw in tf.compat.v1.io.tf_record_iterator(model + "/assets.extra/tf_serving_warmup_requests"):
+        request = prediction_log_pb2.PredictionLog.FromString(raw).predict_log.request
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        outputs = predict(request.model_spec.signature_name, inputs)
+        finite = all(np.all(np.isfinite(v)) for v in map(np.asarray, outputs.values()) if v.dtype.kind == "f")
+        seen.append((request.model_spec.name, request.model_spec.signature_name,
+                     inputs["sampler"].item().decode() if "sampler" in inputs else "", finite))
+    x = predict("sample", {"num_samples": np.int32(3), "seed": np.array([1, 2], np.int32),
+                           "steps": np.int32(5), "sampler": b"em"})["x"]
+    np.savez(out, seen=np.array(seen, dtype=object), x=x)
+""")
+
+
 def _cli(*args):
     return ["saved_model_cli", *map(str, args)]
 
@@ -108,8 +140,10 @@ def processes(exported, reference, tmp_path_factory):
     ref, images, x, t = reference
     np.savez(tmp / "in.npz", images=images, x=x, t=t)
     (tmp / "reload.py").write_text(RELOAD)
+    (tmp / "serve.py").write_text(SERVE)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     cmds = {"reload": [sys.executable, "-I", "reload.py", str(out), "in.npz", "res.npz"],
+            "serve": [sys.executable, "-I", "serve.py", str(out), "served.npz"],
             "sample": _cli("run", "--dir", out, "--tag_set", "serve", "--signature_def", "sample", "--outdir",
                            tmp / "s", "--input_exprs", 'num_samples=3;seed=[1,2];steps=5;sampler="em"')}
     procs = {k: subprocess.Popen(c, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -146,6 +180,24 @@ def test_saved_model_cli_run_of_sample_matches_the_library(processes):
     tmp, ref, done = processes
     assert done["sample"][0] == 0, done["sample"][1]
     np.testing.assert_allclose(np.load(tmp / "s" / "x.npy"), ref["sample_em"], **TOL)
+
+
+def test_tf_serving_warmup_requests_cover_every_signature_and_sampler_and_replay(processes):
+    """The warm-up file that TF Serving replays at load (the first client call of `sample` is then
+    warm: benchmarks/export.py): one valid request per sampler of both sampling signatures, and
+    for score and metadata, each answered with finite outputs by the session loader, after which a
+    request gives the library's samples."""
+    tmp, ref, done = processes
+    assert done["serve"][0] == 0, done["serve"][1]
+    served = np.load(tmp / "served.npz", allow_pickle=True)
+    seen = [tuple(r) for r in served["seen"]]
+    assert {name for name, *_ in seen} == {"digits"}                 # the directory's model name
+    signatures = {sig for _, sig, _, _ in seen}
+    assert signatures == {"serving_default", "sample", "score", "metadata"}
+    for sig in ("serving_default", "sample"):
+        assert sorted(s for _, g, s, _ in seen if g == sig) == sorted(export.SAMPLERS)
+    assert all(finite for *_, finite in seen)
+    np.testing.assert_allclose(served["x"], ref["sample_em"], **TOL)
 
 
 def test_saved_model_cli_show_lists_the_documented_signatures(exported):

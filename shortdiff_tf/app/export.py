@@ -17,6 +17,10 @@ Signatures (N = batch, [S] = the run's data shape, e.g. [8, 8, 1]):
   metadata() -> metadata string []: JSON with the SDE, T, eps, shape, prior, solver tolerances,
       checkpoint step and versions.
 
+assets.extra/tf_serving_warmup_requests holds one small request per sampler (and for ``score`` and
+``metadata``), which TF Serving replays when it loads the model, so that the first client call of
+``sample`` is a warm one (``warmup``).
+
 The module tracks the Keras 3 network's variables as ``[v.value for v in net.variables]``, not
 the model: a Keras 3 model held by a ``tf.Module`` reloads with ``tf.saved_model.load`` but not
 under the TF1 session loader that TF Serving and ``saved_model_cli run`` use.  The Glow prior's
@@ -35,6 +39,7 @@ from typing import Optional
 import tensorflow as tf
 
 from shortdiff_tf import bits, data as data_lib, likelihood, samplers
+from shortdiff_tf.app import warmup
 from shortdiff_tf.app.runs import Run, load_run, resolve_prior
 from shortdiff_tf.prior_fit import store
 from shortdiff_tf.seeds import as_seed, split
@@ -227,6 +232,7 @@ def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optio
         # would enlarge the SavedModel and its export time
         tf.saved_model.save(module, str(tmp), signatures=sigs,
                             options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+        warmup.write(tmp, warmup.requests(SAMPLERS, run.shape, T), model_name=out.parent.name)
         tmp.replace(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
