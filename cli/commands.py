@@ -277,7 +277,8 @@ def export(workdir, out, T, rtol, atol, prior, as_json):
     r = export_run(workdir, out, prior, T, rtol, atol, log=lambda m: click.echo(m, err=True))
     report(r, as_json, [f"exported {workdir} (step {r['checkpoint_step']}, T={r['T']:g}, prior {r['prior']}) "
                         f"in {r['seconds']:.0f} s",
-                        f"wrote {r['out']} with signatures {', '.join(r['signatures'])}"])
+                        f"wrote {r['out']} with signatures {', '.join(r['signatures'])} and "
+                        f"{r['warmup_requests']} TF Serving warm-up requests"])
 
 
 def register(group):

@@ -232,9 +232,10 @@ def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optio
         # would enlarge the SavedModel and its export time
         tf.saved_model.save(module, str(tmp), signatures=sigs,
                             options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
-        warmup.write(tmp, warmup.requests(SAMPLERS, run.shape, T), model_name=out.parent.name)
+        requests = warmup.requests(SAMPLERS, run.shape, T)
+        warmup.write(tmp, requests, model_name=out.parent.name)
         tmp.replace(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"out": str(out), "signatures": sorted(sigs), "prior": prior_name, "T": T,
-            "checkpoint_step": run.step, "seconds": time.perf_counter() - start}
+    return {"out": str(out), "signatures": sorted(sigs), "warmup_requests": len(requests), "prior": prior_name,
+            "T": T, "checkpoint_step": run.step, "seconds": time.perf_counter() - start}
