@@ -155,7 +155,7 @@ class SharedPrior:
     caller.  The first call of a signature prepares every function its graph reaches, all five
     samplers' loops included, so each copy of the Glow cost first-call time.  Digits with its Glow:
     the sample signature's function library 9,704 -> 4,523 nodes, export 14 -> 10 s, load 3.2 ->
-    2.4 s, the first em call (100 steps, 64 samples) 4.8 -> 4.3 s against 2.0 s warm."""
+    2.4-2.7 s, the first em call (100 steps, 64 samples) 4.8 -> 4.3-4.5 s against 2.0-2.1 s warm."""
 
     def __init__(self, prior, shape):
         self.event_shape = list(shape)
@@ -233,7 +233,7 @@ def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optio
         tf.saved_model.save(module, str(tmp), signatures=sigs,
                             options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
         requests = warmup.requests(SAMPLERS, run.shape, T)
-        warmup.write(tmp, requests, model_name=out.parent.name)
+        warmup.write(tmp, requests)
         tmp.replace(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -35,8 +35,10 @@ def requests(samplers, shape, T: float) -> list:
                   ("metadata", {})]
 
 
-def write(export_dir, records, model_name: str) -> Path:
-    """Write ``records`` as PredictionLog entries of a TFRecord file under ``export_dir``."""
+def write(export_dir, records) -> Path:
+    """Write ``records`` as PredictionLog entries of a TFRecord file under ``export_dir``.  The
+    requests name no model (``model_spec.name`` empty): the name is chosen when serving
+    (``--model_name``), and the replay runs each request on the version being loaded."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
     if len(records) > MAX_RECORDS:
         raise ValueError(f"{len(records)} warm-up records; TF Serving reads at most {MAX_RECORDS}")
@@ -45,7 +47,7 @@ def write(export_dir, records, model_name: str) -> Path:
     with tf.io.TFRecordWriter(str(path)) as writer:
         for signature, inputs in records:
             request = predict_pb2.PredictRequest()
-            request.model_spec.name, request.model_spec.signature_name = model_name, signature
+            request.model_spec.signature_name = signature
             for name, value in inputs.items():
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
