@@ -287,3 +287,20 @@ def test_default_out_is_the_next_version_under_the_run_name(tmp_path):
     (tmp_path / "sm" / "digits-vp-T0.4" / "1").mkdir(parents=True)
     (tmp_path / "sm" / "digits-vp-T0.4" / "7").mkdir()
     assert export.default_out(run, tmp_path / "sm") == tmp_path / "sm" / "digits-vp-T0.4" / "8"
+
+
+def test_warmup_records_round_trip_and_stay_within_tf_servings_limit(tmp_path):
+    from shortdiff_tf.app import warmup
+    records = warmup.requests(("em", "ode"), (8, 8, 1), 0.4)
+    warmup.write(tmp_path, records)
+    back = warmup.read(tmp_path)
+    assert [sig for sig, _ in back] == [sig for sig, _ in records]
+    for (_, sent), (_, got) in zip(records, back):
+        assert sorted(sent) == sorted(got)
+        for name, value in sent.items():
+            np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(value))
+            if np.asarray(value).dtype.kind != "S":                # strings come back as bytes objects
+                assert np.asarray(got[name]).dtype == np.asarray(value).dtype
+    with pytest.raises(ValueError, match="at most 1000"):
+        warmup.write(tmp_path / "big", records * 300)
+    assert not (tmp_path / "big").exists()
