@@ -99,7 +99,7 @@ def main():
     cls = (extractors.train_classifier(args.dataset, classifier) if not classifier.exists()
            else {"out": str(classifier)})
     extractor = extractors.ClassifierFeatures(classifier)
-    reference = data.load(args.dataset, "train").array
+    reference = quality.features(extractor, data.load(args.dataset, "train").array)    # once, for every row
     test = data.load(args.dataset, "test").array
     floor = quality.sample_quality(test, reference, extractor)
     print(f"data floor: FID(test, train) {floor['fid']:.2f} with {floor['num_samples']} test images")

@@ -134,15 +134,16 @@ def main(argv=None):
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
     rows = [r for r in rows if r["run"] in runs]                # points of other runs are not this benchmark's
     extractor = extractors.load_extractor(args.classifier)
-    floors = {}
+    floors, references = {}, {}
     for run_dir in runs:
         run = load_run(run_dir)
-        reference = reference_images(run_dir)
         data = run.cfg.data
-        if data.dataset not in floors:
+        if data.dataset not in references:                     # features of a data set's images, once
             from shortdiff_tf import data as data_lib
+            references[data.dataset] = quality.features(extractor, reference_images(run_dir))
             test = data_lib.load(data.dataset, "test", data.data_dir).array
-            floors[data.dataset] = quality.sample_quality(test, reference, extractor)
+            floors[data.dataset] = quality.sample_quality(test, references[data.dataset], extractor)
+        reference = references[data.dataset]
         for prior in ("noise", "aux"):
             for sampler, steps, tol in points(run.cfg.sde.T, args.samplers.split(",")):
                 key = (run.cfg.sde.T, prior, sampler, steps, tol)

@@ -75,16 +75,19 @@ def _mmd2(a: np.ndarray, b: np.ndarray) -> float:
     return float(off(kaa) + off(kbb) - 2.0 * kab.mean())
 
 
-def sample_quality(samples: np.ndarray, reference: np.ndarray, extractor: Extractor,
+def sample_quality(samples: np.ndarray, reference_features: np.ndarray, extractor: Extractor,
                    batch_size: int = 256, strategy=None) -> dict:
-    """FID and KID of uint8 ``samples`` against uint8 ``reference`` images, with what they rest on
-    (features split over the replicas of ``strategy``: see ``features``)."""
+    """FID and KID of uint8 ``samples`` against the reference images' features [M, F] (``features``
+    of the same extractor, computed once for every set of samples scored against them), with what
+    they rest on (the samples' features split over the replicas of ``strategy``)."""
     f_s = features(extractor, samples, batch_size, strategy)
-    f_r = features(extractor, reference, batch_size, strategy)
-    kid, kid_std = kernel_distance(f_s, f_r)
-    return {"fid": fid_from_features(f_s, f_r), "kid": kid, "kid_std": kid_std, "num_samples": len(samples),
-            "num_reference": len(reference), "extractor": getattr(extractor, "name", type(extractor).__name__),
-            "feature_dim": int(f_s.shape[1])}
+    if f_s.shape[1] != reference_features.shape[1]:
+        raise ValueError(f"the reference has {reference_features.shape[1]} features, the extractor gives "
+                         f"{f_s.shape[1]}; compute them with the same network")
+    kid, kid_std = kernel_distance(f_s, reference_features)
+    return {"fid": fid_from_features(f_s, reference_features), "kid": kid, "kid_std": kid_std,
+            "num_samples": len(samples), "num_reference": len(reference_features),
+            "extractor": getattr(extractor, "name", type(extractor).__name__), "feature_dim": int(f_s.shape[1])}
 
 
 def features(extractor: Extractor, images: np.ndarray, batch_size: int = 256, strategy=None) -> np.ndarray:

@@ -58,9 +58,12 @@ def test_train_classifier_cli_and_features(tmp_path):
     assert acc > 0.5                                      # 10 classes: chance is 0.1
     ex = extractors.ClassifierFeatures(out)
     test = data_lib.load("digits", "test").array
-    q = quality.sample_quality(test[:100], test[100:], ex)
+    reference = quality.features(ex, test[100:])
+    q = quality.sample_quality(test[:100], reference, ex)
     noise = np.random.RandomState(0).randint(0, 256, (100, 8, 8, 1)).astype(np.uint8)
-    assert quality.sample_quality(noise, test[100:], ex)["fid"] > q["fid"]
+    assert quality.sample_quality(noise, reference, ex)["fid"] > q["fid"]
+    with pytest.raises(ValueError, match="reference has 5 features"):
+        quality.sample_quality(test[:10], reference[:, :5], ex)
     assert q["extractor"] == "classifier:digits.keras" and q["num_samples"] == 100
     with pytest.raises(ValueError, match="takes images"):
         ex(np.zeros((2, 28, 28, 1), np.uint8))

@@ -63,7 +63,8 @@ def check_reusable(run_dir, T_grid) -> None:
 def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log=print,
                 progress: bool = False, strategy=None) -> dict:
     """One T of the image study: each stage is logged as it starts, with a progress line per
-    Glow step, likelihood batch and sampler evaluation when ``progress``.  ``strategy``: the
+    Glow step, likelihood batch and sampler evaluation when ``progress``.  ``reference()``: the FID
+    reference (``fid_reference``; called only when ``extractor`` is set).  ``strategy``: the
     likelihood, the samples and the FID features split over its replicas (the Glow fit runs on one
     device)."""
     view = make_view(cfg.reuse_score, study_dir, T)
@@ -110,10 +111,11 @@ def _samples(cfg: StudyConfig, run, T: float, prior: str, extractor, reference, 
         out.update({f"nfe_{sampler}_{prior}": s.report["nfe"], f"seconds_{sampler}_{prior}": s.report["seconds"]})
         if extractor is not None:
             pixels = fid_images(cfg, run, sampler, prior, T, data_lib.to_uint8(s.x), extractor, log, strategy)
-            if isinstance(reference, tuple):                          # (mu, sigma): no KID without features
-                q = quality.fid_against_stats(pixels, reference, extractor, strategy=strategy)
+            ref = reference()
+            if isinstance(ref, tuple):                                # (mu, sigma): no KID without features
+                q = quality.fid_against_stats(pixels, ref, extractor, strategy=strategy)
             else:
-                q = quality.sample_quality(pixels, reference, extractor, strategy=strategy)
+                q = quality.sample_quality(pixels, ref, extractor, strategy=strategy)
                 out.update({f"kid_{sampler}_{prior}": q["kid"], f"kid_std_{sampler}_{prior}": q["kid_std"]})
             out.update({f"fid_{sampler}_{prior}": q["fid"], "fid_num_samples": q["num_samples"],
                         "fid_extractor": q["extractor"]})
@@ -141,9 +143,15 @@ def fid_images(cfg: StudyConfig, run, sampler: str, prior: str, T: float, first:
     return np.concatenate([first, data_lib.to_uint8(rest.x)])
 
 
-def reference_images(run_dir, stats: Optional[str] = None):
-    """The FID reference: statistics (mu, sigma) from ``stats``, else the run's training images."""
-    if stats:
-        return quality.load_stats(stats)
+def reference_images(run_dir) -> np.ndarray:
+    """The run's training images (uint8), the FID reference when no statistics file is given."""
     data = RunConfig.load(run_dir).data
     return data_lib.load(data.dataset, "train", data.data_dir).array
+
+
+def fid_reference(run_dir, stats: Optional[str], extractor, strategy=None):
+    """The FID reference of a study, computed once: statistics (mu, sigma) from ``stats``, else the
+    features of the run's training images."""
+    if stats:
+        return quality.load_stats(stats)
+    return quality.features(extractor, reference_images(run_dir), strategy=strategy)

@@ -11,6 +11,7 @@ Every finished point is on disk, so an interrupted study resumes where it stoppe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -94,7 +95,8 @@ def _toy_points(cfg, study_dir, log) -> list:
 def _image_points(cfg, study_dir, log, progress=False, strategy=None) -> list:
     from shortdiff_tf import extractors
     extractor = extractors.load_extractor(cfg.extractor) if cfg.extractor else None
-    reference = images.reference_images(cfg.reuse_score, cfg.fid_stats) if extractor is not None else None
+    # the reference's features are computed at their first use, once (a finished study needs none)
+    reference = functools.cache(lambda: images.fid_reference(cfg.reuse_score, cfg.fid_stats, extractor, strategy))
     points = []
     for T in cfg.T_grid:
         p = images.image_point(cfg, study_dir, T, extractor, reference, log=log, progress=progress,
