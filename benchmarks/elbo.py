@@ -46,7 +46,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
-    from shortdiff_tf import data as data_lib, elbo
+    from shortdiff_tf import pixels, elbo
     from shortdiff_tf.app.evaluate import evaluate_run, load_eval_data
     from shortdiff_tf.app.runs import load_run, resolve_prior
     from shortdiff_tf.seeds import split
@@ -60,7 +60,7 @@ def main(argv=None):
     exact_sem = {k: v["log_prob_sem"] for k, v in exact.items()}
     print(f"exact log-likelihood ({time.perf_counter() - start:.0f} s): "
           + ", ".join(f"{k} {v['log_prob']:.2f} +- {v['log_prob_sem']:.2f}" for k, v in exact.items()))
-    x = data_lib.to_model_space(load_eval_data(run, args.dataset, "test", args.num_examples), split(args.seed, 0))
+    x = pixels.to_model_space(load_eval_data(run, args.dataset, "test", args.num_examples), split(args.seed, 0))
     aux, T, aux_name = resolve_prior(run, "aux")
     sde, score = run.sde(T), run.score_fn(T)
     noise = sde.prior(run.shape)

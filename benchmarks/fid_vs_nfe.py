@@ -48,11 +48,11 @@ def points(T: float, samplers=SAMPLERS):
 
 
 def measure(run, prior: str, sampler: str, steps, tol, num_samples: int, extractor, reference) -> dict:
-    from shortdiff_tf import data as data_lib, quality
+    from shortdiff_tf import pixels, quality
     from shortdiff_tf.app import sample
     s = sample.draw(run, sampler=sampler, steps=steps, num_samples=num_samples, seed=1, prior=prior,
                     rtol=tol, atol=tol)
-    q = quality.sample_quality(data_lib.to_uint8(s.x), reference, extractor)
+    q = quality.sample_quality(pixels.to_uint8(s.x), reference, extractor)
     r = s.report
     return {"T": r["T"], "prior": r["prior"], "sampler": sampler, "steps": r["steps"], "rtol": tol, "nfe": r["nfe"],
             "seconds": r["seconds"], "fid": q["fid"], "kid": q["kid"], "kid_std": q["kid_std"],

@@ -25,6 +25,8 @@ def check_finite(cfg) -> None:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+EMBEDDINGS = ("fourier", "positional")      # networks.parameterization.EMBEDDINGS (tested)
+SCORE_STDS = ("sde", "discrete")            # networks.parameterization.STDS (tested)
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,17 @@ class ModelConfig:
     fourier_scale: float = 16.0
     width: int = 128                     # mlp
     depth: int = 3                       # mlp
+    embedding: str = "fourier"           # fourier: features of log std(t); positional: ScoreSDE's (N - 1) t sinusoids
+    skip_rescale: bool = True            # residual sums times 1/sqrt(2) (DDPM++); False: Ho et al.'s DDPM
+    norm_groups: int = 0                 # GroupNorm groups (0: min(32, C/4), ScoreSDE's DDPM++ rule)
+    score_std: str = "sde"               # sde: s = net / std(t); discrete: std of the N-step VP chain
+    num_scales: int = 1000               # N of the positional label (N - 1) t and of the discrete std
 
     def __post_init__(self):
         check_finite(self)
+        for name, value, allowed in (("embedding", self.embedding, EMBEDDINGS), ("score_std", self.score_std, SCORE_STDS)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,9 @@ class TrainConfig:
     ema_decay: float = 0.9999
     weighting: str = "variance"
     importance: bool = False
+    reduce_mean: bool = False            # the squared error averaged over dimensions (ScoreSDE's VP configs), not half-summed
     dequantize: bool = True
+    random_flip: bool = False            # each training image reversed left-right with probability 1/2
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 50
@@ -163,6 +175,7 @@ class PriorConfig:
     log_every: int = 50
     precision: str = "fp32"            # the score network's, for the ode target (the flow stays fp32)
     jit: bool = False                  # glow: XLA-compile the fit's forward and backward pass
+    score_step: int = -1               # ode target: the score checkpoint step whose PF-ODE made the targets
 
     def __post_init__(self):
         check_finite(self)
@@ -228,26 +241,30 @@ SCORESDE_OPTIMISER = dict(batch_size=128, lr=2e-4, warmup=5000, grad_clip=1.0, e
 
 
 def ddpmpp_cifar10() -> RunConfig:
-    """ScoreSDE's DDPM++ cont. (VP) on CIFAR-10 (its cifar10_ddpmpp_continuous config), the
+    """ScoreSDE's DDPM++ cont. (VP) on CIFAR-10, field by field its
+    ``configs/vp/cifar10_ddpmpp_continuous.py`` (README lists what remains different), the
     standard model of the paper's Table 4: DDPM++ layout (BigGAN residual blocks), ch 128,
     ch_mult (1, 2, 2, 2), 4 blocks per resolution, attention at 16x16, dropout 0.1, skip
-    rescaling; Adam 2e-4 with 5000 warm-up steps, clip 1, EMA 0.9999, batch 128, 1.3M steps.
-    The network takes log std(t) through Fourier features where ScoreSDE takes 999 t through
-    sinusoids: the same trainable parameters, and the conditioning that lets T vary."""
+    rescaling, the positional embedding of 999 t; the loss averaged over the pixels
+    (``reduce_mean``), random horizontal flips; Adam 2e-4 with 5000 warm-up steps, clip 1,
+    EMA 0.9999, batch 128, 1.3M steps."""
     return RunConfig(sde=SDEConfig(kind="vp"), data=DataConfig(dataset="cifar10", shape=(32, 32, 3)),
                      model=ModelConfig(kind="unet", layout="ddpmpp", ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=4,
-                                       attn_resolutions=(16,), dropout=0.1),
-                     train=TrainConfig(steps=1_300_000, **SCORESDE_OPTIMISER, preset="ddpmpp-cifar10"))
+                                       attn_resolutions=(16,), dropout=0.1, embedding="positional"),
+                     train=TrainConfig(steps=1_300_000, **SCORESDE_OPTIMISER, reduce_mean=True, random_flip=True,
+                                       preset="ddpmpp-cifar10"))
 
 
 def ddpmpp_mnist() -> RunConfig:
     """The DDPM++ layout at MNIST size (the paper does not state its MNIST network; this is our
     choice): ch 64, ch_mult (1, 2, 2) for 28 -> 14 -> 7, 2 blocks per resolution, attention at
-    14x14 (the second resolution, as 16x16 of 32x32), dropout 0.1; ScoreSDE's optimiser, 200k steps."""
+    14x14 (the second resolution, as 16x16 of 32x32), dropout 0.1, the positional embedding;
+    ScoreSDE's recipe (the loss averaged over the pixels, Adam 2e-4, clip 1), no flips (digits
+    are not symmetric), 200k steps."""
     return RunConfig(sde=SDEConfig(kind="vp"), data=DataConfig(dataset="mnist", shape=(28, 28, 1)),
                      model=ModelConfig(kind="unet", layout="ddpmpp", ch=64, ch_mult=(1, 2, 2), num_res_blocks=2,
-                                       attn_resolutions=(14,), dropout=0.1),
-                     train=TrainConfig(steps=200_000, **SCORESDE_OPTIMISER, preset="ddpmpp-mnist"))
+                                       attn_resolutions=(14,), dropout=0.1, embedding="positional"),
+                     train=TrainConfig(steps=200_000, **SCORESDE_OPTIMISER, reduce_mean=True, preset="ddpmpp-mnist"))
 
 
 RUN_PRESETS = {"ddpmpp-cifar10": ddpmpp_cifar10, "ddpmpp-mnist": ddpmpp_mnist}

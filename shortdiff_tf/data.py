@@ -1,9 +1,9 @@
-"""Data sets: the bundled 8x8 digits, TFDS by name, local .npz / image folders, toy mixtures.
+"""Data sets by name: the bundled 8x8 digits, TFDS sets, local .npz / image folders, toy mixtures.
 
-Images are held as uint8 [N, H, W, C] and mapped to the model's space by uniform
-dequantisation and scaling, x = LOW + RANGE (k + u) / 256 with [LOW, LOW + RANGE] = [-1, 1]
-(``bits.dequantization_offset(RANGE)`` converts densities back to 8-bit bins).
-Toy mixtures are float vectors [N, D] used as they are.
+The one place that turns a ``--dataset`` value into data: ``load`` reads a split into memory,
+``tfds_source`` describes a prepared TFDS split for streaming (``streaming``), ``shape_of``
+reads only metadata.  Images are held as uint8 [N, H, W, C] (``pixels`` maps them to the
+model's space); toy mixtures are float vectors [N, D] used as they are.
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from typing import Optional
 
 import numpy as np
 
-
-LOW, RANGE, LEVELS = -1.0, 2.0, 256
 TOY_NAMES = ("gmm1d", "gmm2d")    # the toy registry's names (toy.py imports TensorFlow)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 TOY_SIZES = {"train": 20000, "test": 5000}
@@ -46,22 +44,59 @@ def is_tfds(dataset: str) -> bool:
     return not (dataset in TOY_NAMES or dataset == "digits" or dataset.endswith(".npz") or Path(dataset).is_dir())
 
 
-def download(name: str, data_dir: Optional[str] = None) -> None:
-    """Let TFDS download and prepare a data set on disk (nothing is read into memory)."""
+def tfds_builder(name: str, data_dir: Optional[str] = None):
+    """The TFDS builder of ``name``; an unknown name is a one-line ValueError."""
     import tensorflow_datasets as tfds
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        return tfds.builder(name, data_dir=data_dir)
     except Exception as err:  # DatasetNotFoundError and friends
         raise ValueError(f"unknown data set {name!r}: not digits, gmm1d, gmm2d, a .npz file, an image folder "
                          f"or a TFDS name ({type(err).__name__})") from None
-    builder.download_and_prepare()
+
+
+def _tfds_reader(builder, name: str, split: str, data_dir: Optional[str]):
+    """The builder's reader of ``split`` (no example is read), checked to be prepared and to hold images."""
+    where = data_dir or "~/tensorflow_datasets"
+    try:
+        reader = builder.as_dataset(split=split)
+    except (AssertionError, FileNotFoundError):
+        raise FileNotFoundError(f"TFDS data set {name!r} is not prepared in {where}; rerun with --download on a "
+                                f"machine with network, or copy a prepared TFDS directory there and pass "
+                                f"--data-dir") from None
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"TFDS data set {name!r} has no split {split!r} ({err})") from None
+    if "image" not in builder.info.features:
+        raise ValueError(f"TFDS data set {name!r} has no 'image' feature")
+    return reader
+
+
+def tfds_source(name: str, split: str = "train", data_dir: Optional[str] = None):
+    """The prepared TFDS split ``name``/``split`` for streaming, its shape and size from the metadata."""
+    from shortdiff_tf.streaming import TFDSSource
+    builder = tfds_builder(name, data_dir)
+    reader = _tfds_reader(builder, name, split, data_dir)
+    shape = tuple(int(d) for d in builder.info.features["image"].shape)
+    return TFDSSource(name, split, data_dir, shape, _size(builder, split, reader))
+
+
+def _size(builder, split: str, reader) -> int:
+    """The split's example count from the metadata, else the reader's cardinality, else a count."""
+    try:
+        return int(builder.info.splits[split].num_examples)
+    except KeyError:                                  # tfds.testing.mock_data: no split metadata
+        n = int(reader.cardinality())
+        return n if n >= 0 else int(reader.reduce(0, lambda c, _: c + 1))
+
+
+def download(name: str, data_dir: Optional[str] = None) -> None:
+    """Let TFDS download and prepare a data set on disk (nothing is read into memory)."""
+    tfds_builder(name, data_dir).download_and_prepare()
 
 
 def shape_of(dataset: str, split: str = "train", data_dir: Optional[str] = None) -> tuple:
     """The example shape of a data set; a TFDS set's from its metadata, without reading it."""
     if dataset and is_tfds(dataset):
-        from shortdiff_tf import streaming
-        return streaming.source(dataset, split, data_dir).shape
+        return tfds_source(dataset, split, data_dir).shape
     return load(dataset, split, data_dir).shape
 
 
@@ -109,7 +144,7 @@ def _local(path: Path):
     try:
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files} if hasattr(f, "files") else None
-    except (OSError, EOFError, ValueError, KeyError) as err:   # not an .npz, truncated, pickled, unreadable
+    except (OSError, EOFError, ValueError, KeyError):   # not an .npz, truncated, pickled, unreadable
         arrays = None
     if arrays is None:
         raise ValueError(f"cannot read {path} as an .npz file of arrays; save it with "
@@ -123,7 +158,6 @@ def _local(path: Path):
 
 
 def _image_folder(path: Path) -> np.ndarray:
-    from PIL import Image
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {path}")
@@ -169,47 +203,9 @@ def _as_images(arr: np.ndarray, source: str) -> np.ndarray:
 def _tfds(name: str, split: str, data_dir: Optional[str], download: bool) -> np.ndarray:
     """Load a TFDS image set; without --download fail at once (TFDS offline retries for minutes)."""
     import tensorflow_datasets as tfds
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as err:  # DatasetNotFoundError and friends
-        raise ValueError(f"unknown data set {name!r}: not digits, gmm1d, gmm2d, a .npz file, an image folder "
-                         f"or a TFDS name ({type(err).__name__})") from None
+    builder = tfds_builder(name, data_dir)
     if download:
         builder.download_and_prepare()
-    where = data_dir or "~/tensorflow_datasets"
-    try:
-        ds = builder.as_dataset(split=split)
-    except (AssertionError, FileNotFoundError) as err:
-        raise FileNotFoundError(
-            f"TFDS data set {name!r} is not prepared in {where}; rerun with --download on a machine with "
-            f"network, or copy a prepared TFDS directory there and pass --data-dir") from None
-    except ValueError as err:
-        raise ValueError(f"TFDS data set {name!r} has no split {split!r} ({err})") from None
-    if "image" not in builder.info.features:
-        raise ValueError(f"TFDS data set {name!r} has no 'image' feature")
-    examples = list(tfds.as_numpy(ds))
+    examples = list(tfds.as_numpy(_tfds_reader(builder, name, split, data_dir)))
     labels = np.array([ex["label"] for ex in examples], np.int64) if "label" in builder.info.features else None
     return _as_images(np.stack([ex["image"] for ex in examples]), f"tfds:{name}"), labels
-
-
-def to_uint8(x) -> np.ndarray:
-    """Model space [-1, 1] -> 8-bit pixels (the inverse of the scaling, rounded to bins)."""
-    y = (np.asarray(x, np.float64) - LOW) / RANGE * LEVELS
-    return np.clip(np.floor(y), 0, LEVELS - 1).astype(np.uint8)
-
-
-def dequantize(images, u):
-    """uint8 k and uniform u in [0, 1) -> x = LOW + RANGE (k + u) / 256 (tensors or arrays)."""
-    import tensorflow as tf
-    return LOW + RANGE * (tf.cast(images, u.dtype) + u) / LEVELS
-
-
-def to_model_space(arr, seed):
-    """uint8 images -> uniformly dequantised, scaled float32 (u from the stateless ``seed``);
-    toy vectors -> float32 as they are.  Graph-safe."""
-    import tensorflow as tf
-    from shortdiff_tf.seeds import as_seed
-    arr = tf.convert_to_tensor(arr)
-    if arr.dtype != tf.uint8:
-        return tf.cast(arr, tf.float32)
-    return dequantize(arr, tf.random.stateless_uniform(tf.shape(arr), as_seed(seed)))

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from shortdiff_tf import bits, data as data_lib, likelihood
+from shortdiff_tf import bits, pixels, likelihood
 from tests.conftest import make_sde
 
 
@@ -74,10 +74,10 @@ def pf_ode_bits(divergence: str, reps: int = 8):
     x_cont = np.random.RandomState(0).multivariate_normal(g.mu, g.Sigma, 64)
     k = np.clip(np.floor((x_cont + 1.0) / 2.0 * 256), 0, 255).astype(np.uint8)
     exact = -np.log2(bin_probability(k.astype(np.float64), g.mu, g.Sigma)) / 2
-    x = tf.cast(data_lib.to_model_space(np.repeat(k, reps, axis=0).reshape(-1, 1, 1, 2), [5, 6]), tf.float64)
+    x = tf.cast(pixels.to_model_space(np.repeat(k, reps, axis=0).reshape(-1, 1, 1, 2), [5, 6]), tf.float64)
     ll = likelihood.ode_log_likelihood(sde, g.score, Prior(g.log_prob_at(0.4)), x, seed=[7, 8],
                                        divergence=divergence)
-    return likelihood.bits_per_dim(ll, data_range=data_lib.RANGE).total.numpy().reshape(64, reps), exact
+    return likelihood.bits_per_dim(ll, data_range=pixels.RANGE).total.numpy().reshape(64, reps), exact
 
 
 def test_bits_per_dim_of_dequantised_data_matches_the_exact_bin_probability():

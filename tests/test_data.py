@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from shortdiff_tf import data
+from shortdiff_tf import data, pixels
 
 
 def test_digits_are_bundled_uint8_8x8_with_disjoint_splits():
@@ -19,9 +19,9 @@ def test_digits_are_bundled_uint8_8x8_with_disjoint_splits():
 def test_scaling_roundtrip_and_range():
     k = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
     for u in (0.0, 0.5, 0.999):
-        x = data.dequantize(tf.constant(k), tf.fill(k.shape, u)).numpy()
+        x = pixels.dequantize(tf.constant(k), tf.fill(k.shape, u)).numpy()
         assert x.min() >= -1 and x.max() < 1
-        np.testing.assert_array_equal(data.to_uint8(x), k)
+        np.testing.assert_array_equal(pixels.to_uint8(x), k)
 
 
 def test_local_npz_and_image_folder(tmp_path):

@@ -13,10 +13,10 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from cli.main import cli
-from shortdiff_tf import data as data_lib, likelihood
+from shortdiff_tf import data as data_lib, pixels, likelihood
 from shortdiff_tf.app import export
 from shortdiff_tf.app.runs import load_run, resolve_prior
-from shortdiff_tf.data import to_model_space
+from shortdiff_tf.pixels import to_model_space
 from shortdiff_tf.samplers import Sampler, preset
 from shortdiff_tf.seeds import split
 
@@ -169,7 +169,7 @@ def test_reload_in_a_fresh_process_without_the_repository_matches_the_library(pr
     for name in ("em", "ode", "dpm2m"):
         np.testing.assert_allclose(res[f"sample_{name}"], ref[f"sample_{name}"], **TOL)
         assert int(res[f"nfe_{name}"]) == ref[f"nfe_{name}"]
-        np.testing.assert_array_equal(res[f"images_{name}"], data_lib.to_uint8(res[f"sample_{name}"]))
+        np.testing.assert_array_equal(res[f"images_{name}"], pixels.to_uint8(res[f"sample_{name}"]))
     np.testing.assert_allclose(res["bpd"], ref["bpd"], **TOL)
     np.testing.assert_allclose(res["score"], ref["score"], **TOL)
 

@@ -1,9 +1,10 @@
 """The streaming TFDS pipeline: bounded memory whatever the data set's size, one epoch is one
-pass over the split, the same batches for the same seed, and exact resume of a training run
-through the iterator state in its checkpoint."""
+pass over the split, batches that are a function of (seed, step) on any number of replicas and
+input pipelines, and exact resume by position on every strategy (nothing in the checkpoint)."""
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from shortdiff_tf import config, data as data_lib, streaming, training
+from shortdiff_tf import config, data as data_lib, pixels, streaming
 from shortdiff_tf.app.train import train
 from tests.conftest import two_replicas
 from tests.test_training import TINY, weights
@@ -35,67 +36,109 @@ def tfds_dir(tmp_path_factory):
     return str(path), images
 
 
-def pixels(batch) -> np.ndarray:
+def bins(batch) -> np.ndarray:
     """The uint8 images of a batch drawn without dequantisation noise (x0 = bin centres)."""
-    return data_lib.to_uint8(batch["x0"].numpy())
+    return pixels.to_uint8(batch["x0"].numpy())
 
 
 def test_an_epoch_is_one_pass_over_the_split_and_the_seed_fixes_the_order(tfds_dir):
     """8 batches of 8 hold each of the 64 images once; a second iterator with the same seed gives
     the same batches (noise included), another seed another order."""
     path, images = tfds_dir
-    src = streaming.source("mnist", "train", path)
+    src = data_lib.tfds_source("mnist", "train", path)
     assert (src.shape, src.num_examples) == ((28, 28, 1), N)
     draw = lambda seed, k: [next(it) for it in [iter(streaming.dataset(src, 8, seed, False, buffer=32))]
                             for _ in range(k)]
     first = draw(0, N // 8)
-    seen = np.concatenate([pixels(b) for b in first])
+    seen = np.concatenate([bins(b) for b in first])
     key = lambda a: sorted(x.tobytes() for x in a)
     assert key(seen) == key(images)
     again = draw(0, 3)
     for a, b in zip(first, again):
         for name in ("x0", "u", "e"):
             np.testing.assert_array_equal(a[name].numpy(), b[name].numpy())
-    assert not np.array_equal(pixels(draw(1, 1)[0]), pixels(first[0]))
+    assert not np.array_equal(bins(draw(1, 1)[0]), bins(first[0]))
 
 
-def test_a_streamed_run_resumes_exactly(tfds_dir, tmp_path):
-    """Training on the TFDS stream (12 steps of 8: past the end of the first epoch of 64 images),
-    stopped after 5 steps (between checkpoints) and resumed, ends with the uninterrupted run's
-    weights exactly: the checkpoint holds the iterator's position and shuffle buffer."""
-    cfg = dataclasses.replace(TINY, data=config.DataConfig(dataset="mnist", data_dir=tfds_dir[0]),
-                              model=dataclasses.replace(TINY.model, attn_resolutions=()),
-                              train=dataclasses.replace(TINY.train, steps=12, checkpoint_every=4))
-    report = train(cfg, tmp_path / "full", progress=False, log=lambda *_: None)
+STREAMED = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, attn_resolutions=(), dropout=0.1),
+                               train=dataclasses.replace(TINY.train, steps=12, checkpoint_every=4, ema_decay=0.9))
+
+
+def ema(run_dir):
+    from shortdiff_tf import checkpoints
+    reader = tf.train.load_checkpoint(checkpoints.latest(run_dir))
+    names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith("ema/shadow/"))
+    return [reader.get_tensor(n) for n in names]
+
+
+def test_a_streamed_mirrored_run_resumed_equals_the_uninterrupted_one_device_run(tfds_dir, tmp_path):
+    """Training on the TFDS stream with dropout 0.1 and the EMA (12 steps of 8: past the end of the
+    first epoch of 64 images): stopped after 5 steps (between checkpoints) on two mirrored
+    replicas and resumed on two replicas ends with the weights and the EMA of the uninterrupted
+    run on one device (1e-5), and its logged losses are that run's."""
+    cfg = dataclasses.replace(STREAMED, data=config.DataConfig(dataset="mnist", data_dir=tfds_dir[0]))
+    report = train(cfg, tmp_path / "full", strategy=tf.distribute.OneDeviceStrategy("/cpu:0"), progress=False,
+                   log=lambda *_: None)
     assert report["step"] == 12
     assert json.loads((tmp_path / "full" / "config.json").read_text())["data"]["shape"] == [28, 28, 1]
-    train(cfg, tmp_path / "split", progress=False, stop_after=5, log=lambda *_: None)
-    train(cfg, tmp_path / "split", progress=False, log=lambda *_: None)
+    mirrored = two_replicas()
+    train(cfg, tmp_path / "split", strategy=mirrored, progress=False, stop_after=5, log=lambda *_: None)
+    train(cfg, tmp_path / "split", strategy=mirrored, progress=False, log=lambda *_: None)
     for a, b in zip(weights(tmp_path / "full"), weights(tmp_path / "split")):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(ema(tmp_path / "full"), ema(tmp_path / "split")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    rows = lambda run: {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
+    assert set(full) <= set(split)                        # the split run also logged its stop, step 5
+    for step in full:
+        assert split[step] == pytest.approx(full[step], rel=1e-5)
 
 
-def test_two_replicas_each_get_half_of_the_global_batch(tfds_dir):
-    """distribute_datasets_from_function on 2 replicas: per-replica batches of 4 that together
-    are 8 distinct images, and a distributed train step runs on them."""
-    strategy = two_replicas()
-    src = streaming.source("mnist", "train", tfds_dir[0])
-    batch = next(streaming.iterator(src, 8, 0, False, strategy, buffer=64))
-    parts = [pixels(b) for b in strategy.experimental_local_results(batch)]
-    assert [len(p) for p in parts] == [4, 4]
-    assert len({x.tobytes() for x in np.concatenate(parts)}) == 8
-    cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, attn_resolutions=()))
-    state = training.build_state(cfg, src.shape, strategy)
-    loss, _ = training.make_train_step(cfg, state, strategy)(batch)
-    assert np.isfinite(float(loss))
+def test_input_pipelines_and_replicas_split_the_one_device_batch(tfds_dir):
+    """Two input pipelines (two machines) of one replica each, and two mirrored replicas of one
+    pipeline, hold together exactly the global batch of one device: the same examples, noise and
+    positions, in order."""
+    src = data_lib.tfds_source("mnist", "train", tfds_dir[0])
+    one = next(iter(streaming.dataset(src, 8, 0, True, buffer=32, start=3)))
+    parts = [next(iter(streaming.dataset(src, 8, 0, True, tf.distribute.InputContext(2, k, 2), buffer=32, start=3)))
+             for k in range(2)]
+    mirrored = two_replicas()
+    batch = next(streaming.distributed_batches(src, 8, 0, True, mirrored, 3, 4, buffer=32))
+    for shares in (parts, mirrored.experimental_local_results(batch)):
+        for name in ("x0", "u", "e", "index"):
+            np.testing.assert_array_equal(np.concatenate([p[name].numpy() for p in shares]), one[name].numpy())
+    np.testing.assert_array_equal(one["index"].numpy(), np.arange(24, 32))
+
+
+def test_a_resume_far_into_the_run_reads_at_most_one_epoch(tfds_dir, monkeypatch):
+    """The first batch of step 10^6 (position 8 x 10^6, epoch 125,000 of the 64 images) is built
+    by reading fewer records than one epoch plus one batch, and equals that step's batch of a
+    stream that reads its epoch from the start."""
+    src = data_lib.tfds_source("mnist", "train", tfds_dir[0])
+    read = tf.Variable(0, dtype=tf.int64)
+    records = streaming.TFDSSource.records
+
+    def counted(self):
+        return records(self).map(lambda r: (read.assign_add(1), r)[1])
+
+    monkeypatch.setattr(streaming.TFDSSource, "records", counted)
+    step = 10**6
+    got = next(iter(streaming.dataset(src, 8, 0, True, buffer=32, start=step)))
+    assert int(read.numpy()) <= N + 8
+    epoch_start = step * 8 // N * N // 8                       # the first step of that epoch
+    whole = iter(streaming.dataset(src, 8, 0, True, buffer=32, start=epoch_start))
+    want = [next(whole) for _ in range(step - epoch_start + 1)][-1]
+    for name in ("x0", "u", "e", "index"):
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy())
 
 
 MEMORY = """
 import os, resource
 import tensorflow_datasets as tfds
-from shortdiff_tf import streaming
+from shortdiff_tf import data, streaming
 with tfds.testing.mock_data(num_examples={n}):
-    it = iter(streaming.dataset(streaming.source("mnist", "train"), 64, 0, True, buffer=500))
+    it = iter(streaming.dataset(data.tfds_source("mnist", "train"), 64, 0, True, buffer=500))
     for _ in range(60):
         next(it)
     print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
@@ -119,9 +162,10 @@ def test_memory_does_not_grow_with_the_data_set():
     assert abs(large - small) < 40 * 1024, (small, large)
 
 
-def test_the_glow_fit_streams_and_resumes_exactly(tfds_dir, tmp_path):
+def test_the_streamed_glow_fit_resumed_on_two_replicas_equals_one_device(tfds_dir, tmp_path):
     """fit-prior on a TFDS run streams the sde target; stopped after 3 of 10 steps (past the first
-    epoch of 64 images) and resumed, the flow's weights equal the uninterrupted fit's."""
+    epoch of 64 images) on two mirrored replicas and resumed there, the flow's weights equal the
+    uninterrupted fit's on one device (1e-5)."""
     from shortdiff_tf.app.fit_prior import fit_prior
     cfg = dataclasses.replace(TINY, data=config.DataConfig(dataset="mnist", data_dir=tfds_dir[0]),
                               model=dataclasses.replace(TINY.model, attn_resolutions=()),
@@ -129,15 +173,18 @@ def test_the_glow_fit_streams_and_resumes_exactly(tfds_dir, tmp_path):
     pcfg = config.PriorConfig(kind="glow", T=0.4, steps=10, batch_size=8, steps_per_level=1, hidden=8, levels=2,
                               checkpoint_every=100)
     flows = []
-    for name, stops in (("full", [None]), ("split", [3, None])):
-        train(cfg, tmp_path / name, progress=False, log=lambda *_: None)
+    train(cfg, tmp_path / "full", progress=False, log=lambda *_: None)
+    shutil.copytree(tmp_path / "full", tmp_path / "split")
+    for name, stops, strategy in (("full", [None], tf.distribute.OneDeviceStrategy("/cpu:0")),
+                                  ("split", [3, None], two_replicas())):
         for stop in stops:
-            report = fit_prior(tmp_path / name, pcfg, progress=False, log=lambda *_: None, stop_after=stop)
+            report = fit_prior(tmp_path / name, pcfg, strategy=strategy, progress=False, log=lambda *_: None,
+                               stop_after=stop)
         from shortdiff_tf.prior_fit import store
         flows.append([v.numpy() for v in store.load_prior(tmp_path / name, (28, 28, 1))[0].trainable_variables])
     assert report["step"] == 10
     for a, b in zip(*flows):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_download_prepares_on_disk_and_dry_run_reads_only_metadata(tmp_path, monkeypatch):
@@ -158,9 +205,9 @@ def test_download_prepares_on_disk_and_dry_run_reads_only_metadata(tmp_path, mon
 
 
 def test_a_rebuilt_stream_skips_to_the_step(tfds_dir):
-    """The multi-worker resume: a stream rebuilt from step 5 gives the batches (noise included) that
-    the uninterrupted stream gives from its sixth on, across the end of the first epoch."""
-    src = streaming.source("mnist", "train", tfds_dir[0])
+    """The resume: a stream rebuilt from step 5 gives the batches (noise included) that the
+    uninterrupted stream gives from its sixth on, across the end of the first epoch."""
+    src = data_lib.tfds_source("mnist", "train", tfds_dir[0])
     whole = iter(streaming.dataset(src, 8, 0, True, buffer=32))
     later = iter(streaming.dataset(src, 8, 0, True, buffer=32, start=5))
     expected = [next(whole) for _ in range(12)][5:]

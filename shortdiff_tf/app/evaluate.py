@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from shortdiff_tf import data as data_lib, distribute, elbo as elbo_lib, likelihood
+from shortdiff_tf import data as data_lib, pixels, distribute, elbo as elbo_lib, likelihood
 from shortdiff_tf.app.eval_store import EvalStore
 from shortdiff_tf.app.runs import load_run, resolve_prior
 from shortdiff_tf.progress import Progress
@@ -56,7 +56,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     sde, score = run.sde(T), run.score_fn(T)
     seeds = [repeat_seed(seed, r) for r in range(repeats)]
-    xs = [data_lib.to_model_space(arr, split(s, 0)) for s in seeds]    # one dequantisation per pass
+    xs = [pixels.to_model_space(arr, split(s, 0)) for s in seeds]    # one dequantisation per pass
     start = time.perf_counter()
     est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence, jit=jit, strategy=strategy)
     store = EvalStore(run.run_dir, {"dataset": dataset or run.cfg.data.dataset, "split": split_name,
@@ -88,7 +88,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     elbos = elbo_lib.elbos(sde, score, priors, xs[0], split(seed, 10**6), batch_size=batch_size, draws=elbo_draws,
                            control=control, strategy=strategy)
     for name, e in elbos.items():
-        report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(data_lib.RANGE)} if is_image else {})}
+        report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(pixels.RANGE)} if is_image else {})}
     if "aux" in elbos:
         gain = elbos["aux"].minus(elbos["noise"])
         report["elbo_aux_minus_noise"] = {"mean": gain.mean, "sem": gain.sem}
@@ -149,7 +149,7 @@ def likelihood_terms(parts, is_image: bool) -> dict:
     out = {"log_prob": float(tf.reduce_mean(ll.log_prob)), "log_prob_sem": standard_error(ll.log_prob),
            "prior_logp": float(tf.reduce_mean(ll.prior_logp)), "delta_logp": float(tf.reduce_mean(ll.delta_logp))}
     if is_image:
-        b = likelihood.bits_per_dim(ll, data_range=data_lib.RANGE).summary()
+        b = likelihood.bits_per_dim(ll, data_range=pixels.RANGE).summary()
         out.update(bpd=b["bpd"], bpd_sem=b["bpd_sem"], bpd_prior_T=b["prior_T"], bpd_ode=b["ode"],
                    bpd_offset=b["offset"])
     return out

@@ -38,7 +38,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import bits, data as data_lib, likelihood, samplers
+from shortdiff_tf import bits, pixels, likelihood, samplers
 from shortdiff_tf.app import warmup
 from shortdiff_tf.app.runs import Run, load_run, resolve_prior
 from shortdiff_tf.prior_fit import store
@@ -113,9 +113,9 @@ class ServingModule(tf.Module):
         x, nfe = tf.switch_case(index, branches)
         out = {"x": x, "nfe": nfe}
         if self._is_image:
-            bins = tf.floor((tf.cast(x, tf.float64) - data_lib.LOW) / data_lib.RANGE * data_lib.LEVELS)
-            out["images"] = tf.cast(tf.clip_by_value(bins, 0, data_lib.LEVELS - 1), tf.uint8)   # = data.to_uint8
-            out["images_float"] = tf.clip_by_value((x - data_lib.LOW) / data_lib.RANGE, 0.0, 1.0)
+            bins = tf.floor((tf.cast(x, tf.float64) - pixels.LOW) / pixels.RANGE * pixels.LEVELS)
+            out["images"] = tf.cast(tf.clip_by_value(bins, 0, pixels.LEVELS - 1), tf.uint8)   # = data.to_uint8
+            out["images_float"] = tf.clip_by_value((x - pixels.LOW) / pixels.RANGE, 0.0, 1.0)
         return out
 
     def log_prob(self, x, seed):
@@ -127,13 +127,13 @@ class ServingModule(tf.Module):
     def bpd(self, images, seed):
         """bits/dim = -(log nu(x_T) + delta) / (D ln 2) + offset of the dequantised images."""
         images, seed = _checked(images, (None,) + self._shape, "images"), _checked(seed, (2,), "seed")
-        x = data_lib.to_model_space(images, split(seed, 0))
+        x = pixels.to_model_space(images, split(seed, 0))
         _, prior_logp, delta, nfe = self._estimator.terms(x, split(seed, 1))
         dim = math.prod(self._shape)
-        return {"bpd": bits.bits_per_dim(prior_logp + delta, dim, data_lib.RANGE),
+        return {"bpd": bits.bits_per_dim(prior_logp + delta, dim, pixels.RANGE),
                 "bpd_prior_T": bits.nats_to_bits_per_dim(prior_logp, dim),
                 "bpd_ode": bits.nats_to_bits_per_dim(delta, dim),
-                "offset": tf.constant(bits.dequantization_offset(data_lib.RANGE), tf.float32),
+                "offset": tf.constant(bits.dequantization_offset(pixels.RANGE), tf.float32),
                 "nfe": tf.cast(nfe, tf.int32)}
 
     def score(self, x, t):
@@ -164,8 +164,9 @@ class SharedPrior:
         self._log_prob = tf.function(prior.log_prob, experimental_attributes=NOINLINE,
                                      input_signature=[tf.TensorSpec((None,) + tuple(shape), tf.float32)])
 
-    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32):
-        return tf.cast(self._sample(tf.cast(n, tf.int32), as_seed(seed), float(temperature)), dtype)
+    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32, first=0):
+        return tf.cast(self._sample(tf.cast(n, tf.int32), as_seed(seed), float(temperature), tf.float32,
+                                    tf.cast(first, tf.int64)), dtype)
 
     def log_prob(self, x):
         return self._log_prob(tf.cast(x, tf.float32))
@@ -194,7 +195,7 @@ def metadata(run: Run, prior_name: str, sde, rtol: float, atol: float) -> dict:
     return {"sde": type(sde).__name__, "T": sde.T, "eps": sde.eps, "shape": list(run.shape),
             "prior": prior_name, "prior_config": json.loads(prior_cfg.read_text()) if prior_name != "noise" else None,
             "bpd": {"rtol": rtol, "atol": atol, "divergence": "hutchinson", "probe": "rademacher",
-                    "data_range": data_lib.RANGE, "offset": bits.dequantization_offset(data_lib.RANGE)},
+                    "data_range": pixels.RANGE, "offset": bits.dequantization_offset(pixels.RANGE)},
             "samplers": list(SAMPLERS), "checkpoint_step": run.step, "run_config": json.loads(run.cfg.to_json()),
             "run_dir": str(run.run_dir), "exported": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions}
 

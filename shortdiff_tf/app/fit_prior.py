@@ -14,7 +14,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import data as data_lib, distribute, streaming
+from shortdiff_tf import data as data_lib, distribute
 from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.prior_fit import glow, mixtures, store, targets
@@ -32,30 +32,54 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
     run = load_run(run_dir, pcfg.precision)
     sde = run.sde(pcfg.T)                                           # T <= the run's T, before writing
     _check_kind(pcfg, run.shape)
-    saved = store.load_config(run_dir)
-    if saved is not None and dataclasses.replace(saved, **{k: getattr(pcfg, k) for k in RESUME_FREE}) != pcfg:
-        raise ValueError(f"{store.prior_dir(run_dir)} holds a {saved.kind} prior fitted at T={saved.T} with other "
-                         f"settings; delete it to fit a new one")
+    if pcfg.target == "ode":                                       # the targets are this checkpoint's flow
+        pcfg = dataclasses.replace(pcfg, score_step=run.step)
+    check_resumable(run_dir, pcfg)
     if not distribute.is_chief(strategy):
         return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after)
     with RunLock(store.prior_dir(run_dir) / ".lock", "shortdiff fit-prior"):
         return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after)
 
 
+def check_resumable(run_dir, pcfg: PriorConfig) -> None:
+    """A stored prior is resumed only with its own settings (the budget and intervals may change);
+    an ode-target prior only with the score checkpoint that made its targets."""
+    saved = store.load_config(run_dir)
+    if saved is None or dataclasses.replace(saved, **{k: getattr(pcfg, k) for k in RESUME_FREE}) == pcfg:
+        return
+    where = store.prior_dir(run_dir)
+    if dataclasses.replace(saved, score_step=pcfg.score_step, **{k: getattr(pcfg, k) for k in RESUME_FREE}) == pcfg:
+        raise ValueError(f"{where} was fitted on the PF-ODE image of the score checkpoint at step {saved.score_step}, "
+                         f"and the run's newest checkpoint is at step {pcfg.score_step}; delete {where} to refit it")
+    raise ValueError(f"{where} holds a {saved.kind} prior fitted at T={saved.T} with other settings; delete it to "
+                     f"fit a new one")
+
+
 def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_after) -> dict:
     d = run.cfg.data
     if pcfg.kind == "glow" and pcfg.target == "sde" and data_lib.is_tfds(d.dataset):       # streamed
-        return glow.fit_glow(sde, streaming.source(d.dataset, "train", d.data_dir), run.shape, pcfg, run_dir,
+        return glow.fit_glow(sde, data_lib.tfds_source(d.dataset, "train", d.data_dir), run.shape, pcfg, run_dir,
                              strategy, progress, log, stop_after)
     array = data_lib.load(d.dataset, "train", d.data_dir).array
-    if pcfg.target == "ode":
-        log(f"pushing {len(array)} training examples through the PF-ODE to T={sde.T:g}")
-        source = targets.ode_targets(sde, run.score_fn(pcfg.T), array, pcfg.seed)
-    else:
-        source = array
+    if pcfg.target == "ode" and pcfg.kind != "glow":                # the closed forms fit num_fit_samples points
+        array = array[: pcfg.num_fit_samples]
+    source = _ode_targets(run, sde, pcfg, array, run_dir, log) if pcfg.target == "ode" else array
     if pcfg.kind == "glow":
         return glow.fit_glow(sde, source, run.shape, pcfg, run_dir, strategy, progress, log, stop_after)
     return _fit_closed_form(sde, source, pcfg, run_dir)
+
+
+def _ode_targets(run, sde, pcfg: PriorConfig, array, run_dir, log):
+    """The PF-ODE image of the training data at T under the run's checkpoint, computed once and
+    kept in RUN/prior (a resumed fit reads them instead of solving again)."""
+    cached = store.load_targets(run_dir, pcfg.score_step, len(array))
+    if cached is not None:
+        log(f"read the PF-ODE targets of checkpoint step {pcfg.score_step} from {store.targets_path(run_dir)}")
+        return cached
+    log(f"pushing {len(array)} training examples through the PF-ODE to T={sde.T:g}")
+    points = targets.ode_targets(sde, run.score_fn(pcfg.T), array, pcfg.seed)
+    store.save_targets(run_dir, points, pcfg.score_step)
+    return points
 
 
 def _check_kind(pcfg: PriorConfig, shape) -> None:

@@ -72,6 +72,11 @@ def resolve_prior(run: Run, choice: str = "auto", T: Optional[float] = None):
         sde = run.sde(T)
         return sde.prior(run.shape), sde.T, "noise"
     prior, pcfg = fitted
+    if pcfg.target == "ode" and pcfg.score_step >= 0 and pcfg.score_step != run.step:
+        raise ValueError(f"the auxiliary prior was fitted on the PF-ODE image of the score checkpoint at step "
+                         f"{pcfg.score_step}, but the run's newest checkpoint is at step {run.step}; refit it "
+                         f"(delete {store.prior_dir(run.run_dir)}, then `shortdiff fit-prior --workdir {run.run_dir} "
+                         f"--target ode`) or use --prior noise")
     if T is not None and abs(T - pcfg.T) > 1e-12:
         raise ValueError(f"the auxiliary prior was fitted at T={pcfg.T:g}, not T={T:g}; pass --T {pcfg.T:g}, "
                          f"refit it at T={T:g}, or use --prior noise")

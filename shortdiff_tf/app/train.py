@@ -2,11 +2,11 @@
 
 It writes ``config.json`` before the first step, resumes from the latest checkpoint, runs the
 distributed step of ``training`` over the batches of ``pipeline`` and writes checkpoints,
-``metrics.jsonl`` and TensorBoard summaries.  Everything random (data order, dequantisation, t
-and e) is a stateless function of (seed, step) computed in the input pipeline for the global
-batch, so a resumed run and a multi-replica run see exactly the examples of an uninterrupted
-single-device run.  A TFDS set is streamed instead (``streaming``): there a resumed run sees the
-uninterrupted run's batches, for the same number of replicas.
+``metrics.jsonl`` and TensorBoard summaries.  Everything random (data order, flips,
+dequantisation, t, e and the dropout masks) is a stateless function of (seed, step, position in
+the stream of examples), so a resumed run and a multi-replica run see exactly the examples and
+the noise of an uninterrupted single-device run: in memory (``pipeline``) and for a streamed TFDS
+set (``streaming``) alike.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import (checkpoints, data as data_lib, distribute, images, networks, pipeline, samplers, streaming,
-                          training)
+from shortdiff_tf import (checkpoints, data as data_lib, distribute, images, networks, pipeline, pixels, samplers,
+                          streaming, training)
 from shortdiff_tf.config import RunConfig
 from shortdiff_tf.files import append_jsonl, truncate_jsonl
 from shortdiff_tf.progress import Progress
@@ -62,12 +62,14 @@ def prepare(cfg: RunConfig, run_dir: Path, strategy) -> tuple:
     """Every check that needs no writing: data, settings against the run's, batch divisibility.
     -> (cfg with the data shape, the training data: an array in memory, or a TFDS stream)."""
     d = cfg.data
-    source = (streaming.source(d.dataset, d.split, d.data_dir) if data_lib.is_tfds(d.dataset)
+    source = (data_lib.tfds_source(d.dataset, d.split, d.data_dir) if data_lib.is_tfds(d.dataset)
               else data_lib.load(d.dataset, d.split, d.data_dir).array)
     shape = source.shape if isinstance(source, streaming.TFDSSource) else source.shape[1:]
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, shape=tuple(shape)))
     cfg = check_resumable(cfg, run_dir)
     cfg.sde.build()                                   # validate T, eps before writing anything
+    if cfg.train.random_flip and len(shape) != 3:
+        raise ValueError("--flip applies to images; train toy data without it")
     n = source.num_examples if isinstance(source, streaming.TFDSSource) else len(source)
     if 0 <= n < cfg.train.batch_size:
         raise ValueError(f"batch size {cfg.train.batch_size} exceeds the {n} training examples; "
@@ -97,7 +99,7 @@ def train(cfg: RunConfig, run_dir, strategy: Optional[tf.distribute.Strategy] = 
 
 def _train(cfg, run_dir: Path, data, strategy, progress, stop_after, log) -> dict:
     state = training.build_state(cfg, cfg.data.shape, strategy)
-    batches = _batches(cfg, state, data, strategy)         # a stream's iterator joins the checkpoint
+    batches = _batches(cfg, data, strategy)
     out = distribute.write_dir(run_dir, strategy)      # the run directory, or a non-chief's scratch
     ckpt_dir = checkpoints.checkpoint_dir(run_dir)
     latest = (checkpoints.recover(ckpt_dir, log) if out == run_dir      # every worker: the chief's
@@ -124,14 +126,14 @@ def _train(cfg, run_dir: Path, data, strategy, progress, stop_after, log) -> dic
     return {**result, "run_dir": str(run_dir), "chief": out == run_dir, "weights_digest": training.weights_digest(state.net)}
 
 
-def _batches(cfg, state, data, strategy):
-    """start, stop -> the distributed batches of those steps.  In memory: batches computed from
-    the step (``pipeline``).  A TFDS stream: resumable through the checkpoint
-    (``streaming.resumable_batches``)."""
+def _batches(cfg, data, strategy):
+    """start, stop -> the distributed batches of those steps: computed from the step in memory
+    (``pipeline``), read from the stream's position for a TFDS set (``streaming``)."""
     tc = cfg.train
     if isinstance(data, streaming.TFDSSource):
-        return streaming.resumable_batches(data, tc.batch_size, tc.seed, tc.dequantize, strategy, state.ckpt)
-    batch_fn = pipeline.make_batch_fn(data, tc.batch_size, tc.seed, tc.dequantize)
+        return lambda start, stop: streaming.distributed_batches(data, tc.batch_size, tc.seed, tc.dequantize, strategy,
+                                                                 start, stop, tc.random_flip)
+    batch_fn = pipeline.make_batch_fn(data, tc.batch_size, tc.seed, tc.dequantize, tc.random_flip)
     return lambda start, stop: pipeline.distributed_batches(batch_fn, start, stop, strategy)
 
 
@@ -201,7 +203,7 @@ def _log_sample_grid(cfg, state, writer, step):
                            samplers.PRESETS["em"])(cfg.train.sample_grid, cfg.train.seed)
     for v, value in zip(state.net.trainable_variables, shadow):
         v.assign(value)
-    grid = images.grid(data_lib.to_uint8(res.x.numpy()))
+    grid = images.grid(pixels.to_uint8(res.x.numpy()))
     with writer.as_default(step=step):
         tf.summary.image("samples_em_p_noise", grid[None], step=step)
     writer.flush()

@@ -32,7 +32,7 @@ def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress:
     out = store.prior_dir(run_dir)
     prior, opt, step = _glow_state(pcfg, shape, strategy)
     ckpt = tf.train.Checkpoint(prior=prior, optimizer=opt, step=step)
-    first, batches = _targets(sde, source, pcfg, strategy, ckpt)
+    first, batches = _targets(sde, source, pcfg, strategy)
     with strategy.scope():
         prior.initialize(first)                                       # data-dependent ActNorm
         opt.build(prior.trainable_variables)
@@ -54,10 +54,10 @@ def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress:
     return {**result, "prior_dir": str(out)}
 
 
-def _targets(sde, source, pcfg: PriorConfig, strategy, ckpt):
-    """-> (a first global batch of targets at T, (start, stop) -> the distributed batches).
-    In memory: batches computed from the step (``pipeline``); a TFDS stream: its iterator, which
-    joins the checkpoint ``ckpt`` (as in score training, ``app.train``)."""
+def _targets(sde, source, pcfg: PriorConfig, strategy):
+    """-> (a first global batch of targets at T, (start, stop) -> the distributed batches of
+    those steps): computed from the step in memory (``pipeline``), read from the stream's
+    position for a TFDS set (``streaming``), as in score training (``app.train``)."""
     seed = pcfg.seed + 7919
 
     def at_T(b):
@@ -67,7 +67,8 @@ def _targets(sde, source, pcfg: PriorConfig, strategy, ckpt):
 
     if isinstance(source, streaming.TFDSSource):
         first = at_T(next(iter(streaming.dataset(source, pcfg.batch_size, seed, True, buffer=pcfg.batch_size))))
-        return first, streaming.resumable_batches(source, pcfg.batch_size, seed, True, strategy, ckpt, map_fn=at_T)
+        return first, lambda start, stop: streaming.distributed_batches(source, pcfg.batch_size, seed, True, strategy,
+                                                                        start, stop, map_fn=at_T)
     batch_fn = pipeline.make_batch_fn(source, pcfg.batch_size, seed, dequantize=True)
     target = lambda step: at_T(batch_fn(step))
     return target(tf.constant(0, tf.int64)), lambda start, stop: pipeline.distributed_batches(target, start, stop,

@@ -4,15 +4,21 @@
   checkpoints/   Glow: tf.train checkpoints of the flow and its optimiser
   mixture.json   gaussian / gmm / dpgmm: the fitted parameters
   metrics.jsonl  Glow: NLL per logged step
+  ode_targets.npz  the ode target: the PF-ODE image of the training data and the score
+                 checkpoint step that made it (a resumed fit reads it)
 """
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Optional, Tuple
 
+import numpy as np
+
 from shortdiff_tf.config import PriorConfig
-from shortdiff_tf.files import atomic_write_json, atomic_write_text
+from shortdiff_tf.files import atomic_write, atomic_write_json, atomic_write_text
 from shortdiff_tf.priors import GaussianMixture, GaussianPrior
 
 
@@ -34,6 +40,27 @@ def load_config(run_dir) -> Optional[PriorConfig]:
     except OSError as err:
         raise ValueError(f"cannot read {path} ({err.strerror}); fix its permissions or refit the prior") from None
     return PriorConfig.from_json(text, source=str(path))
+
+
+def targets_path(run_dir) -> Path:
+    return prior_dir(run_dir) / "ode_targets.npz"
+
+
+def save_targets(run_dir, points, score_step: int) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, points=points, score_step=score_step)
+    atomic_write(targets_path(run_dir), lambda p: p.write_bytes(buffer.getvalue()))
+
+
+def load_targets(run_dir, score_step: int, count: int):
+    """The stored ode targets of ``count`` examples made at checkpoint ``score_step``, else None
+    (missing, damaged, or from another checkpoint: they are computed again)."""
+    try:
+        with np.load(targets_path(run_dir)) as f:
+            points, step = f["points"], int(f["score_step"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return points if step == score_step and len(points) == count else None
 
 
 def save_mixture(run_dir, prior) -> None:

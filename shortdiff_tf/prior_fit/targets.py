@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from shortdiff_tf import data as data_lib, flow
+from shortdiff_tf import pixels, flow
 
 
 def ode_targets(sde, score_fn, array: np.ndarray, seed: int, batch: int = 256) -> np.ndarray:
@@ -20,7 +20,7 @@ def ode_targets(sde, score_fn, array: np.ndarray, seed: int, batch: int = 256) -
     out = []
     for i in range(0, len(array), batch):
         chunk = array[i: i + batch]
-        x = data_lib.to_model_space(chunk, tf.constant([seed, i]))
+        x = pixels.to_model_space(chunk, tf.constant([seed, i]))
         out.append(push(x).numpy())
     return np.concatenate(out)
 
@@ -28,6 +28,6 @@ def ode_targets(sde, score_fn, array: np.ndarray, seed: int, batch: int = 256) -
 def diffused_sample(sde, array: np.ndarray, n: int, seed: int) -> np.ndarray:
     """n points x_T = m_T x_0 + sqrt(s_T) e (x_0 drawn with replacement, dequantised)."""
     idx = np.random.RandomState(seed).randint(0, len(array), n)
-    x0 = data_lib.to_model_space(array[idx], tf.constant([seed, 1]))
+    x0 = pixels.to_model_space(array[idx], tf.constant([seed, 1]))
     e = tf.random.stateless_normal(tf.shape(x0), [seed, 2])
     return sde.perturb(x0, tf.fill([n], sde.T), e).numpy()

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from shortdiff_tf import checkpoints, data as data_lib, extractors, quality
+from shortdiff_tf import checkpoints, data as data_lib, pixels, extractors, quality
 from shortdiff_tf.app import sample
 from shortdiff_tf.app.evaluate import evaluate_run
 from shortdiff_tf.app.fit_prior import fit_prior
@@ -107,15 +107,15 @@ def _samples(cfg: StudyConfig, run, T: float, prior: str, extractor, reference, 
         log(f"T={T:g}: {cfg.num_samples} samples with {sampler} from the {prior} prior")
         s = sample.draw(run, sampler=sampler, num_samples=cfg.num_samples, seed=1, prior=prior, T=T,
                         progress=progress, strategy=strategy)
-        sample.write(run, s.x, run.run_dir / "samples" / f"{sampler}-{prior}")
+        sample.write(run, [(s.x, s.report["nfe"])], run.run_dir / "samples" / f"{sampler}-{prior}", len(s.x))
         out.update({f"nfe_{sampler}_{prior}": s.report["nfe"], f"seconds_{sampler}_{prior}": s.report["seconds"]})
         if extractor is not None:
-            pixels = fid_images(cfg, run, sampler, prior, T, data_lib.to_uint8(s.x), extractor, log, strategy)
+            imgs = fid_images(cfg, run, sampler, prior, T, pixels.to_uint8(s.x), extractor, log, strategy)
             ref = reference()
             if isinstance(ref, tuple):                                # (mu, sigma): no KID without features
-                q = quality.fid_against_stats(pixels, ref, extractor, strategy=strategy)
+                q = quality.fid_against_stats(imgs, ref, extractor, strategy=strategy)
             else:
-                q = quality.sample_quality(pixels, ref, extractor, strategy=strategy)
+                q = quality.sample_quality(imgs, ref, extractor, strategy=strategy)
                 out.update({f"kid_{sampler}_{prior}": q["kid"], f"kid_std_{sampler}_{prior}": q["kid_std"]})
             out.update({f"fid_{sampler}_{prior}": q["fid"], "fid_num_samples": q["num_samples"],
                         "fid_extractor": q["extractor"]})
@@ -140,7 +140,7 @@ def fid_images(cfg: StudyConfig, run, sampler: str, prior: str, T: float, first:
     log(f"T={T:g}: drawing {n - len(first)} more samples with {sampler} from the {prior} prior for the FID")
     rest = sample.draw(run, sampler=sampler, num_samples=n - len(first), seed=(1, 1), prior=prior, T=T,
                        chunk=cfg.num_samples, strategy=strategy)
-    return np.concatenate([first, data_lib.to_uint8(rest.x)])
+    return np.concatenate([first, pixels.to_uint8(rest.x)])
 
 
 def reference_images(run_dir) -> np.ndarray:
