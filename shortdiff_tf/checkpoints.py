@@ -30,7 +30,7 @@ def variable_dict(variables) -> dict:
 
 class EMA(tf.Module):
     """Exponential moving average of variables, with ScoreSDE-PyTorch's warm-up:
-    decay_n = min(decay, (1 + n) / (10 + n))."""
+    decay_n = min(decay, (1 + n) / (10 + n)),  shadow <- decay_n shadow + (1 - decay_n) v."""
 
     def __init__(self, variables, decay: float):
         super().__init__(name="ema")
@@ -38,12 +38,15 @@ class EMA(tf.Module):
         self.shadow = {k: tf.Variable(v.read_value(), trainable=False, name=k.replace(":", "_"))
                        for k, v in variable_dict(variables).items()}
 
-    def update(self, variables, step):
+    def update(self, variables, step, strategy=None):
+        """In cross-replica context: every device updates its copy of each shadow from its own copy
+        of the variable (``strategy.extended.update`` unwraps mirrored values per device)."""
+        strategy = strategy or tf.distribute.get_strategy()
         n = tf.cast(step, tf.float32)
         decay = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
+        blend = lambda s, v: s.assign(decay * s + (1.0 - decay) * tf.cast(v, s.dtype))
         for k, v in variable_dict(variables).items():
-            s = self.shadow[k]
-            s.assign(decay * s + (1.0 - decay) * tf.cast(v, s.dtype))
+            strategy.extended.update(self.shadow[k], blend, args=(v,), group=False)
 
     def copy_to(self, variables):
         for k, v in variable_dict(variables).items():

@@ -8,10 +8,12 @@ denoiser D(x; sigma(eps)).
 
 Predictors and correctors are small registered step functions; one ``tf.function`` per
 sampler runs the whole loop in the graph over ``tf.range(steps)``, seeding step i with
-``fold_in(seed, i)``.  Noise is drawn per example from stateless Philox streams, and the
-Langevin step size uses per-example norms, so a given seed gives the same first k samples
-whatever the batch size.  Every sampler takes any prior (``sample(n, seed)``) and any score
-function ``score_fn(x, t)``.
+``fold_in(seed, i)``.  Noise (the prior's draw and every step's) is keyed by sample index
+(``seeds.row_normal``: sample j of a seed is a function of (seed, j) alone), and the Langevin
+step size uses per-example norms, so a given seed gives the same samples whatever the batch
+size, the chunks they are drawn in (``first``: the index of a call's first sample) or the
+replicas they are split over.  Every sampler takes any prior (``sample(n, seed, first=...)``)
+and any score function ``score_fn(x, t)``.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import tensorflow as tf
 
 from shortdiff_tf import distribute, few_step, flow, ode, registry
 from shortdiff_tf.sde import SDE, bcast, reverse_drift
-from shortdiff_tf.seeds import as_seed, split
+from shortdiff_tf.seeds import as_seed, row_normal, split
 
 PREDICTORS = registry.Registry("predictor")
 CORRECTORS = registry.Registry("corrector")
@@ -33,33 +35,36 @@ def _per_example_norm(v):
     return tf.sqrt(tf.reduce_sum(tf.square(v), axis=tf.range(1, tf.rank(v))))
 
 
+def noise_like(x, seed, first):
+    """z ~ N(0, I) of x's shape, row j keyed by sample index first + j (``seeds.row_normal``)."""
+    return row_normal(tf.shape(x)[0], x.shape[1:], seed, first, x.dtype)
+
+
 @PREDICTORS.register("euler_maruyama")
-def euler_maruyama(sde, score_fn, x, t, t_next, seed):
+def euler_maruyama(sde, score_fn, x, t, t_next, seed, first=0):
     """x' = x + [f - g^2 s] dt + g sqrt(-dt) z,  dt = t_next - t < 0  (eq. 6)."""
     dt = bcast(t_next - t, x)
     _, g = sde.drift_diffusion(x, t)
     x_mean = x + reverse_drift(sde, score_fn, x, t) * dt
-    z = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
-    return x_mean + bcast(g, x) * tf.sqrt(-dt) * z, x_mean
+    return x_mean + bcast(g, x) * tf.sqrt(-dt) * noise_like(x, seed, first), x_mean
 
 
 @PREDICTORS.register("reverse_diffusion")
-def reverse_diffusion(sde, score_fn, x, t, t_next, seed):
+def reverse_diffusion(sde, score_fn, x, t, t_next, seed, first=0):
     """Reverse of the exact forward kernel x_t = alpha x_t' + G z (ScoreSDE's predictor):
     x' = x - (alpha - 1) x + G^2 s + G z."""
     alpha, G2 = sde.transition(t_next, t)
     x_mean = x - bcast(alpha - 1.0, x) * x + bcast(G2, x) * score_fn(x, t)
-    z = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
-    return x_mean + bcast(tf.sqrt(G2), x) * z, x_mean
+    return x_mean + bcast(tf.sqrt(G2), x) * noise_like(x, seed, first), x_mean
 
 
 @PREDICTORS.register("none")
-def no_predictor(sde, score_fn, x, t, t_next, seed):
+def no_predictor(sde, score_fn, x, t, t_next, seed, first=0):
     return x, x
 
 
 @CORRECTORS.register("langevin")
-def langevin(sde, score_fn, x, t, t_next, seed, snr, n_steps):
+def langevin(sde, score_fn, x, t, t_next, seed, snr, n_steps, first=0):
     """Langevin steps at fixed t (Song et al. 2021, Alg. 4) with a per-example step size
 
         eps_i = min(2 alpha (snr |z_i| / |s_i|)^2,  2 alpha snr^2 s_t),
@@ -73,7 +78,7 @@ def langevin(sde, score_fn, x, t, t_next, seed, snr, n_steps):
     x_mean = x
     for j in range(n_steps):
         grad = score_fn(x, t)
-        z = tf.random.stateless_normal(tf.shape(x), split(seed, j), dtype=x.dtype)
+        z = noise_like(x, split(seed, j), first)
         ratio = _per_example_norm(z) / tf.maximum(_per_example_norm(grad), 1e-30)
         step = tf.minimum(2.0 * alpha**2 * (snr * ratio) ** 2, cap)
         x_mean = x + bcast(step, x) * grad
@@ -82,7 +87,7 @@ def langevin(sde, score_fn, x, t, t_next, seed, snr, n_steps):
 
 
 @CORRECTORS.register("none")
-def no_corrector(sde, score_fn, x, t, t_next, seed, snr, n_steps):
+def no_corrector(sde, score_fn, x, t, t_next, seed, snr, n_steps, first=0):
     return x, x
 
 
@@ -182,46 +187,49 @@ class Sampler:
             return few_step.NFE_PER_STEP[cfg.method] * steps + int(cfg.denoise)
         return steps * cfg.nfe_per_step()
 
-    def __call__(self, num_samples: int, seed, steps: Optional[int] = None, x_T=None) -> SampleResult:
-        seed = as_seed(seed)
-        x_T = self.draw_prior(tf.constant(num_samples, tf.int32), seed) if x_T is None else tf.convert_to_tensor(x_T)
+    def __call__(self, num_samples: int, seed, steps: Optional[int] = None, x_T=None, first: int = 0) -> SampleResult:
+        """Samples first, ..., first + num_samples - 1 of ``seed`` (``first``: a chunk's offset)."""
+        seed, first = as_seed(seed), tf.constant(first, tf.int64)
+        x_T = (self.draw_prior(tf.constant(num_samples, tf.int32), seed, first) if x_T is None
+               else tf.convert_to_tensor(x_T))
         steps = tf.constant(int(steps or self.default_steps()), tf.int32)
         try:
-            x, nfe = self._reverse(x_T, seed, steps) if self.strategy is None else self._replicated(x_T, seed, steps)
+            x, nfe = (self._reverse(x_T, seed, steps, first) if self.strategy is None
+                      else self._replicated(x_T, seed, steps, first))
         except tf.errors.InvalidArgumentError as err:
             raise ode.explain(err) from None
         return SampleResult(x, int(nfe))
 
-    def draw_prior(self, num_samples, seed):
-        """x_T ~ prior (at the configured temperature) from the seed's first child."""
-        return self.prior.sample(num_samples, split(seed, 0), temperature=self.config.temperature)
+    def draw_prior(self, num_samples, seed, first=0):
+        """x_T ~ prior (at the configured temperature) from the seed's first child, sample j of
+        the call keyed by index first + j."""
+        return self.prior.sample(num_samples, split(seed, 0), temperature=self.config.temperature, first=first)
 
     def run(self, num_samples, seed, steps):
         """Graph-safe form of ``__call__`` (int32 tensors in; (x, nfe int32) out), the same draws
         for the same seed.  Used inside exported SavedModels."""
-        seed = as_seed(seed)
-        return self._reverse(self.draw_prior(num_samples, seed), seed, tf.cast(steps, tf.int32))
+        seed, first = as_seed(seed), tf.constant(0, tf.int64)
+        return self._reverse(self.draw_prior(num_samples, seed, first), seed, tf.cast(steps, tf.int32), first)
 
-    def _replicated(self, x_T, seed, steps):
-        """Data parallel: the x_T one device would draw, split into near-equal shares, replica k
-        reverses its share (the SDE samplers with noise from the k-th child of the seed, the
-        deterministic ones exactly as one device); -> the samples in order, the largest NFE."""
+    def _replicated(self, x_T, seed, steps, first):
+        """Data parallel: the x_T one device would draw, split into near-equal shares; replica k
+        reverses its share, its noise keyed by its samples' indices: one device's samples."""
         n, r = int(x_T.shape[0]), self.strategy.num_replicas_in_sync
         bounds = [k * n // r for k in range(r + 1)]
-        shares = [(x_T[bounds[k]:bounds[k + 1]], split(seed, 2**20 + k)) for k in range(r)]
-        x, nfe = zip(*distribute.run_per_replica(self.strategy, lambda x, s: self._reverse(x, s, steps), shares))
+        shares = [(x_T[bounds[k]:bounds[k + 1]], first + bounds[k]) for k in range(r)]
+        x, nfe = zip(*distribute.run_per_replica(self.strategy, lambda x, f: self._reverse(x, seed, steps, f), shares))
         return tf.concat(x, 0), tf.reduce_max(tf.stack(nfe))
 
-    def _reverse(self, x_T, seed, steps):
+    def _reverse(self, x_T, seed, steps, first):
         """From x_T at T to eps; the ODE ignores ``steps``. -> (x, nfe int32)."""
         if self.config.method == "ode":
             x, nfe = self._ode(x_T)
             return x, tf.cast(nfe, tf.int32)
         if self.config.method in few_step.SOLVERS:
             return self._few(x_T, steps)
-        return self._pc(x_T, split(seed, 1), steps), steps * self.config.nfe_per_step()
+        return self._pc(x_T, split(seed, 1), steps, first), steps * self.config.nfe_per_step()
 
-    def _pc_loop(self, x, seed, steps):
+    def _pc_loop(self, x, seed, steps, first):
         """Corrector then predictor at each t_i of the grid T = t_0 > ... > t_n = eps."""
         ts = self.sde.time_grid(steps, x.dtype)
         ones = tf.ones(tf.shape(x)[:1], x.dtype)
@@ -231,8 +239,8 @@ class Sampler:
             t, t_next = ts[i] * ones, ts[i + 1] * ones
             seed_i = split(seed, i)
             x, x_mean = self._corrector(self.sde, self.score_fn, x, t, t_next, split(seed_i, 0),
-                                        cfg.snr, cfg.corrector_steps)
-            x, x_mean = self._predictor(self.sde, self.score_fn, x, t, t_next, split(seed_i, 1))
+                                        cfg.snr, cfg.corrector_steps, first)
+            x, x_mean = self._predictor(self.sde, self.score_fn, x, t, t_next, split(seed_i, 1), first)
         return x_mean if cfg.denoise else x
 
     def _ode_solve(self, x_T):

@@ -4,8 +4,10 @@
 step counter under ``strategy.scope()``; ``make_train_step`` returns one ``tf.function`` that
 runs a global batch: each replica's DSM loss is its share of the global-batch mean
 (``tf.nn.compute_average_loss``), gradients are summed over replicas once, clipped by their
-global norm and applied, then the EMA follows.  ``jit`` compiles each replica's forward and
-backward pass with XLA.
+global norm and applied, then each device updates its own copy of the EMA from its own copy of
+the weights (``strategy.extended.update``: no cross-device traffic).  The dropout masks of a
+batch are keyed by its examples' stream positions (``NoiseKey``), so R replicas draw what one
+device draws.  ``jit`` compiles each replica's forward and backward pass with XLA.
 The run-level loop (run directory, checkpoints, metrics) is ``app.train``.
 """
 from __future__ import annotations
@@ -49,10 +51,14 @@ def make_train_step(cfg: RunConfig, state: State, strategy):
     score = networks.score_function(state.net, sde, training=True)
     variables = state.net.trainable_variables
     tc = cfg.train
+    dropout_seed = tf.constant([tc.seed, 3], tf.int32)
 
     def loss_and_grads(batch):
+        noise = networks.NoiseKey(dropout_seed, batch["index"][0])
+        keyed = lambda x, t: score(x, t, noise=noise)
         with tf.GradientTape() as tape:
-            per_ex = losses.dsm_loss_given(sde, score, batch["x0"], batch["u"], batch["e"], tc.weighting, tc.importance)
+            per_ex = losses.dsm_loss_given(sde, keyed, batch["x0"], batch["u"], batch["e"], tc.weighting, tc.importance,
+                                           reduce_mean=tc.reduce_mean)
             loss = tf.nn.compute_average_loss(per_ex, global_batch_size=tc.batch_size)
             scaled = loss * optim.loss_scale(state.optimizer)       # fp16: loss scaling (else 1)
         return loss, tape.gradient(scaled, variables)
@@ -70,7 +76,7 @@ def make_train_step(cfg: RunConfig, state: State, strategy):
         loss, norm = strategy.run(replica_step, args=(batch,))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
         norm = strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)
-        state.ema.update(variables, state.step)
+        state.ema.update(variables, state.step, strategy)
         state.step.assign_add(1)
         return loss, norm
 

@@ -23,12 +23,13 @@ def problem(name, T, n=64):
 @pytest.mark.parametrize("name, T", SDES)
 def test_second_order_convergence_to_the_exact_ode_solution(solver, name, T):
     """Error at eps against a 1e-10-accurate adaptive solve: halving the step divides it by about
-    4 (second order; asserted > 3 from 64 to 128 to 256 steps, where every case here is
-    asymptotic), and 256 steps agree within 1e-2."""
+    4 (second order; asserted > 3 from 128 to 256 to 512 steps, where every case here is
+    asymptotic: DPM-Solver++(2M) on VP at T = 1 is not yet at 64 steps), and 512 steps agree
+    within 1e-2."""
     sde, score, x_T = problem(name, T)
     ref, _ = flow.push(sde, score, x_T, sde.T, sde.eps, rtol=1e-10, atol=1e-10)
     errors = []
-    for n in (64, 128, 256):
+    for n in (128, 256, 512):
         x, _ = tf.function(few_step.SOLVERS[solver])(sde, score, x_T, tf.constant(n), denoise=False)
         errors.append(float(tf.reduce_max(tf.abs(x - ref))))
     assert errors[0] / errors[1] > 3 and errors[1] / errors[2] > 3, errors

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from shortdiff_tf import checkpoints, config, pipeline, training
+from shortdiff_tf import checkpoints, config, data, pipeline, training
 from shortdiff_tf.app.train import train
 from tests.conftest import two_replicas
 
@@ -67,6 +67,49 @@ def test_mirrored_step_equals_single_device_step():
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_mirrored_step_with_dropout_and_the_ema_equals_one_device():
+    """Two steps of a U-Net with dropout 0.1 and the EMA on 2 logical CPU replicas give the losses,
+    weights and EMA of the same steps on one device (1e-5): each replica draws the dropout masks
+    of its own examples, keyed by their stream positions (with masks drawn per replica from one
+    shared seed, every replica's half of the batch got the same masks)."""
+    cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, dropout=0.1),
+                              train=dataclasses.replace(TINY.train, ema_decay=0.5))
+    fn = pipeline.make_batch_fn(data.load("digits").array, 8, 0, True)
+    results = []
+    for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"), two_replicas()):
+        state = training.build_state(cfg, (8, 8, 1), strategy)
+        rng = np.random.RandomState(1)        # no zero-initialised conv after a dropout: masks matter at once
+        for v, shadow in zip(state.net.trainable_variables, state.ema.shadow.values()):
+            value = 0.3 * rng.standard_normal(v.shape).astype(np.float32)
+            v.assign(value), shadow.assign(value)
+        step = training.make_train_step(cfg, state, strategy)
+        batches = strategy.experimental_distribute_dataset(tf.data.Dataset.range(2).map(fn))
+        losses = [float(step(b)[0]) for b in batches]
+        results.append((losses, [v.numpy() for v in state.net.trainable_variables],
+                        [v.numpy() for v in state.ema.shadow.values()]))
+    (loss_1, weights_1, ema_1), (loss_2, weights_2, ema_2) = results
+    assert loss_2 == pytest.approx(loss_1, rel=1e-5)
+    for a, b in zip(weights_1 + ema_1, weights_2 + ema_2):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_each_device_updates_its_own_copy_of_the_ema():
+    """The EMA update runs per device from that device's copy of the weights (no copy of the
+    primary's shadows to the others): with replica 1's weights made to differ, replica 1's shadow
+    follows them."""
+    strategy = two_replicas()
+    state = training.build_state(STEP, (2,), strategy)
+    for v in state.net.trainable_variables:
+        v.value.values[1].assign(v.value.values[1] + 1.0)
+    before = [[c.numpy() for c in s.values] for s in state.ema.shadow.values()]
+    state.ema.update(state.net.trainable_variables, tf.constant(10**6, tf.int64), strategy)
+    decay = STEP.train.ema_decay
+    for shadow, old, v in zip(state.ema.shadow.values(), before, state.net.trainable_variables):
+        for k in range(2):
+            np.testing.assert_allclose(shadow.values[k].numpy(), decay * old[k] + (1 - decay) * v.value.values[k].numpy(),
+                                       rtol=1e-5, atol=1e-6)
 
 
 def test_a_mirrored_step_all_reduces_the_gradients_once():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from shortdiff_tf.seeds import as_seed
+from shortdiff_tf.seeds import row_normal
 
 
 def event_axes(x, event_rank: int):
@@ -60,10 +60,10 @@ class GaussianPrior(tf.Module):
         return expected_log_normal(mean, variance, tf.constant(self.mean, mean.dtype),
                                    tf.constant(np.square(self.std), mean.dtype))
 
-    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32):
-        """n draws of shape event_shape; ``temperature`` scales the std."""
-        shape = tf.concat([[n], tf.constant(self.event_shape, tf.int32)], 0)
-        z = tf.random.stateless_normal(shape, as_seed(seed), dtype=dtype)
+    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32, first=0):
+        """n draws of shape event_shape, draw j keyed by index first + j (``seeds.row_normal``);
+        ``temperature`` scales the std."""
+        z = row_normal(n, self.event_shape, seed, first, dtype)
         return tf.constant(self.mean, dtype) + z * tf.constant(self.std * temperature, dtype)
 
     def get_config(self) -> dict:

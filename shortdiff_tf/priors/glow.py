@@ -17,7 +17,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.bijectors import glow as tfp_glow
 
 from shortdiff_tf.priors.gaussian import check_event_shape
-from shortdiff_tf.seeds import as_seed
+from shortdiff_tf.seeds import row_normal
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
@@ -82,9 +82,9 @@ class GlowPrior(tf.Module):
         check_event_shape(x, self.event_shape)
         return self.distribution.log_prob(tf.cast(x, tf.float32))
 
-    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32):
-        """x = Glow(temperature * z), z ~ N(0, I) from a stateless seed."""
-        z = tf.random.stateless_normal(tf.stack([tf.cast(n, tf.int32), self.dim]), as_seed(seed))
+    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32, first=0):
+        """x = Glow(temperature * z), z ~ N(0, I), draw j keyed by index first + j (``seeds.row_normal``)."""
+        z = row_normal(n, [self.dim], seed, first)
         return tf.cast(self.bijector.forward(temperature * z), dtype)
 
     def initialize(self, x):

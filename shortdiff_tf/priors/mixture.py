@@ -12,7 +12,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from shortdiff_tf.seeds import as_seed, split
+from shortdiff_tf.seeds import as_seed, row_normal, row_uniform, split
 
 
 def _as_covariances(covs, k: int, d: int) -> np.ndarray:
@@ -80,12 +80,14 @@ class GaussianMixture(tf.Module):
         comp = -tf.einsum("kij,bkj->bki", tf.constant(self._U, x.dtype), y / lam_t)
         return tf.reduce_sum(resp[..., None] * comp, axis=1)
 
-    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32):
-        """n draws: pick k ~ Cat(w), then mu_k + U_k sqrt(lam_k) z (z scaled by temperature)."""
+    def sample(self, n, seed, temperature: float = 1.0, dtype=tf.float32, first=0):
+        """n draws: pick k ~ Cat(w) by inverting the weights' CDF at a uniform, then
+        mu_k + U_k sqrt(lam_k) z (z scaled by temperature); draw j keyed by index first + j."""
         seed = as_seed(seed)
-        logits = tf.math.log(tf.constant(self.weights[None], tf.float64))
-        k = tf.random.stateless_categorical(logits, n, split(seed, 0))[0]         # [n]
-        z = tf.random.stateless_normal([n, self.dim], split(seed, 1), dtype=tf.float64)
+        u = row_uniform(n, [1], split(seed, 0), first, tf.float64)[:, 0]
+        bounds = tf.constant(np.cumsum(self.weights)[None, :-1])
+        k = tf.searchsorted(bounds, u[None], side="right")[0]                            # [n]
+        z = row_normal(n, [self.dim], split(seed, 1), first, tf.float64)
         scale = tf.gather(tf.constant(self._U * np.sqrt(self._lam)[:, None, :]), k)
         x = tf.gather(tf.constant(self.means), k) + temperature * tf.einsum("nij,nj->ni", scale, z)
         return tf.cast(x, dtype)
