@@ -9,6 +9,14 @@
 One implementation (``elbo_draws``) serves evaluation, the study and the T* ascent: T may be
 a float64 tensor, and every draw is then a differentiable function of T.  With the auxiliary
 model nu_phi as the prior this is L_phi.  Estimates come with their standard errors.
+
+Prior terms E log prior(x_T) are computed batch by batch (``prior_terms``), so memory does not
+grow with the number of examples: in closed form for Gaussian priors, and for a prior without
+one (the Glow) with the closed-form p_noise term as a control variate on the same K draws,
+
+  E log nu(x_T) ~ E log p_noise(x_T) [closed form] + mean_k [log nu(x_T^k) - log p_noise(x_T^k)],
+
+which is unbiased and makes L_phi - L = mean_k [log nu - log p_noise](x_T^k) exactly paired.
 """
 from __future__ import annotations
 
@@ -57,14 +65,6 @@ class Draws:
     def elbo(self, prior_term):
         """Per-example L = prior term - I + R [B]."""
         return tf.cast(prior_term, tf.float64) - self.I + self.R
-
-    @staticmethod
-    def concat(parts, control: str = "optimal") -> "Draws":
-        """The draws of several batches as one, with beta chosen over all of them."""
-        cat = lambda name, axis=0: tf.concat([getattr(d, name) for d in parts], axis)
-        Y, C = cat("Y"), cat("C")
-        return Draws(Y, C, parts[0].I0, control_coefficient(Y, C, control), parts[0].R, cat("x_T", 1),
-                     cat("mean_T"), parts[0].var_T)
 
 
 def control_coefficient(Y, C, control: str = "optimal"):
@@ -148,12 +148,13 @@ class ELBO:
     draws: int = 1
     beta: float = 1.0
     values: Optional[tf.Tensor] = dataclasses.field(default=None, repr=False)     # per-example L [B]
+    prior_values: Optional[tf.Tensor] = dataclasses.field(default=None, repr=False)   # per-example prior term [B]
 
     @staticmethod
-    def of(sde: SDE, draws: Draws, prior_term) -> "ELBO":
+    def of(sde: SDE, draws: Draws, prior_term, dim: int, k: int) -> "ELBO":
         L = draws.elbo(prior_term)
         return ELBO(Estimate.of(L), Estimate.of(prior_term), Estimate.of(draws.I), float(draws.R), sde.T, sde.eps,
-                    math.prod(draws.mean_T.shape[1:]), int(L.shape[0]), int(draws.x_T.shape[0]), float(draws.beta), L)
+                    dim, int(L.shape[0]), k, float(draws.beta), L, tf.cast(prior_term, tf.float64))
 
     def minus(self, other: "ELBO") -> Estimate:
         """L - L_other per example, paired (the same draws): its standard error is that of the
@@ -171,49 +172,75 @@ class ELBO:
         return float(bits.bits_per_dim(self.elbo.mean, self.dim, data_range, bits_per_pixel))
 
 
-def prior_terms(draws: Draws, priors: Dict[str, object], dtype=tf.float32) -> Dict[str, tf.Tensor]:
-    """E log prior(x_T) [B] for each named prior: in closed form for a Gaussian prior (p_noise, or
-    a fitted diagonal Gaussian: ``expected_log_prob``), else the mean over the K draws x_T."""
-    out = {}
+def prior_terms(draws: Draws, priors: Dict[str, object], dtype=tf.float32, reference: Optional[str] = None
+                ) -> Dict[str, tf.Tensor]:
+    """E log prior(x_T) [B] for each named prior, from one batch's draws: in closed form for a
+    Gaussian prior (p_noise, or a fitted diagonal Gaussian: ``expected_log_prob``); for another,
+    the closed form of ``reference`` (a named prior that has one) plus the mean over the K draws
+    x_T of log prior - log reference (the control variate), or without a reference the plain
+    mean over the K draws."""
+    closed = {name: tf.cast(p.expected_log_prob(draws.mean_T, draws.var_T), tf.float64)
+              for name, p in priors.items() if hasattr(p, "expected_log_prob")}
+    if reference is not None and reference not in closed:
+        raise ValueError(f"the control variate's prior {reference!r} has no closed-form term")
+    out = dict(closed)
     for name, p in priors.items():
-        if hasattr(p, "expected_log_prob"):
-            out[name] = tf.cast(p.expected_log_prob(draws.mean_T, draws.var_T), tf.float64)
+        if name in closed:
             continue
-        k, flat = tf.shape(draws.x_T)[0], tf.reshape(draws.x_T, tf.concat([[-1], tf.shape(draws.x_T)[2:]], 0))
-        logp = tf.cast(p.log_prob(tf.cast(flat, dtype)), tf.float64)
-        out[name] = tf.reduce_mean(tf.reshape(logp, [k, -1]), 0)
+        logp = _draw_log_prob(p, draws.x_T, dtype)
+        if reference is None:
+            out[name] = tf.reduce_mean(logp, 0)
+        else:
+            logp_ref = _draw_log_prob(priors[reference], draws.x_T, tf.float64)
+            out[name] = closed[reference] + tf.reduce_mean(logp - logp_ref, 0)
     return out
 
+
+def _draw_log_prob(prior, x_T, dtype):
+    """log prior(x_T^k) [K, B] of the draws x_T [K, B, ...], scored in ``dtype``."""
+    k, flat = tf.shape(x_T)[0], tf.reshape(x_T, tf.concat([[-1], tf.shape(x_T)[2:]], 0))
+    return tf.reshape(tf.cast(prior.log_prob(tf.cast(flat, dtype)), tf.float64), [k, -1])
+
+
+def control_prior(priors: Dict[str, object]) -> Optional[str]:
+    """The control variate of priors without a closed form: "noise" (p_noise) when it is one of them."""
+    return "noise" if "noise" in priors and hasattr(priors["noise"], "expected_log_prob") else None
 
 def elbos(sde: SDE, score_fn, priors: Dict[str, object], x0, seed=0, importance: bool = True,
           batch_size: Optional[int] = None, draws: int = 1, control: str = "optimal",
           strategy=None) -> Dict[str, ELBO]:
     """The ELBO under each named prior from one set of draws (I and R are shared): a paired
     comparison.  ``draws`` (t, e, x_T) per example; with ``batch_size`` the examples go through in
-    batches (memory bounded by the batch times ``draws``), batch i drawing from ``split(seed, i)``;
-    with a ``strategy`` of R replicas, R full batches at a time run one per replica."""
+    batches, batch i drawing from ``split(seed, i)``, each batch's prior terms computed at once
+    (memory bounded by the batch times ``draws``, whatever the number of examples); with a
+    ``strategy`` of R replicas, R full batches at a time run one per replica."""
     x0 = tf.convert_to_tensor(x0)
     n = int(x0.shape[0])
     starts = [0] if batch_size is None else list(range(0, n, batch_size))
     batches = [(x0[i: i + (batch_size or n)], seed if batch_size is None else split(seed, i)) for i in starts]
-    one = lambda x, s: elbo_draws(sde, score_fn, x, s, importance=importance, draws=draws, control=control)
+    names, reference = list(priors), control_prior(priors)
+
+    def one(x, s):
+        d = elbo_draws(sde, score_fn, x, s, importance=importance, draws=draws, control=control)
+        terms = prior_terms(d, priors, x0.dtype, reference)
+        return (d.Y, d.C, d.I0, d.R, *(terms[k] for k in names))
+
     parts = replicated_batches(strategy, one, batches)
-    d = Draws.concat(parts, control)
-    return {name: ELBO.of(sde, d, term) for name, term in prior_terms(d, priors, x0.dtype).items()}
+    Y, C = (tf.concat([p[i] for p in parts], 0) for i in (0, 1))
+    d = Draws(Y, C, parts[0][2], control_coefficient(Y, C, control), parts[0][3], None, None, None)
+    terms = [tf.concat([p[4 + j] for p in parts], 0) for j in range(len(names))]
+    return {name: ELBO.of(sde, d, term, math.prod(x0.shape[1:]), draws) for name, term in zip(names, terms)}
 
 
 def replicated_batches(strategy, one, batches) -> list:
-    """``one(x, seed)`` -> Draws for every (x, seed) of ``batches``, in order: groups of R batches
-    of the first batch's size run one per replica (the same draws as one device); the rest, and
-    everything without a strategy of several replicas, on one device."""
+    """``one(x, seed)`` -> a tuple of tensors for every (x, seed) of ``batches``, in order: groups
+    of R batches of the first batch's size run one per replica (the same draws as one device);
+    the rest, and everything without a strategy of several replicas, on one device."""
     r = distribute.replica_count(strategy)
     size = int(batches[0][0].shape[0])
     full = len([b for b in batches if int(b[0].shape[0]) == size]) // r * r if r > 1 else 0
-    fields = lambda d: tuple(getattr(d, f.name) for f in dataclasses.fields(d))
-    parts = [Draws(*values) for g in range(0, full, r)
-             for values in distribute.run_per_replica(strategy, lambda x, s: fields(one(x, s)), batches[g: g + r])]
-    return parts + [one(x, s) for x, s in batches[full:]]
-
+    parts = [values for g in range(0, full, r) for values in distribute.run_per_replica(strategy, one, batches[g: g + r])]
+    return parts + [tuple(one(x, s)) for x, s in batches[full:]]
 
 def elbo(sde: SDE, score_fn, prior, x0, seed=0, importance: bool = True, draws: int = 1,
          control: str = "optimal") -> ELBO:

@@ -8,6 +8,7 @@ import tensorflow as tf
 from shortdiff_tf import elbo as elbo_lib
 from shortdiff_tf import sde as sde_lib
 from shortdiff_tf import toy
+from shortdiff_tf.seeds import as_seed, split
 from tests.conftest import SDE_NAMES, TS, make_sde
 
 N = 40000
@@ -172,7 +173,7 @@ def test_replicated_batches_run_one_per_replica_with_the_same_draws():
     x0 = tf.constant(np.random.RandomState(0).normal(size=(10, 2)))
     from shortdiff_tf.seeds import split
     batches = [(x0[i: i + 2], split(tf.constant([0, 5]), i)) for i in range(0, 10, 2)]
-    one = lambda x, s: elbo_lib.elbo_draws(sde, score, x, s, draws=3)
+    one = lambda x, s: (lambda d: (d.Y, d.C, d.x_T, d.R))(elbo_lib.elbo_draws(sde, score, x, s, draws=3))
     strategy = two_replicas()
     calls = []
     run = strategy.run
@@ -180,6 +181,71 @@ def test_replicated_batches_run_one_per_replica_with_the_same_draws():
     parts = elbo_lib.replicated_batches(strategy, one, batches)
     assert len(calls) == 2 and len(parts) == 5
     for got, (x, s) in zip(parts, batches):
-        want = one(x, s)
-        for name in ("Y", "C", "x_T", "R"):
-            np.testing.assert_allclose(getattr(got, name).numpy(), getattr(want, name).numpy(), rtol=1e-12)
+        for a, b in zip(got, one(x, s)):                               # Y, C, x_T, R
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+
+
+class Opaque:
+    """A prior scored only through log_prob, as a Glow is: no closed-form term."""
+
+    def __init__(self, prior):
+        self.log_prob, self.event_shape = prior.log_prob, prior.event_shape
+
+
+def test_monte_carlo_prior_terms_with_the_control_variate_are_unbiased_and_paired():
+    """A fitted Gaussian treated as if it had no closed form, K = 4 draws of x_T per example: its
+    prior term (closed-form p_noise term + mean over the draws of log nu - log p_noise) has the
+    closed form's mean over 4000 examples (5 standard errors of their difference), and L_phi - L
+    is exactly that mean difference on the same draws, with a standard error a fifth of the one
+    the draws' plain mean of log nu (unpaired in x_T) gives."""
+    from shortdiff_tf.priors.gaussian import GaussianPrior
+    sde = make_sde("vp", 0.4)
+    diff = toy.ToyDiffusion(toy.get_toy("gmm2d"), sde)
+    x0 = diff.data.sample(4000, 1, dtype=tf.float64)
+    fitted = GaussianPrior([2], std=np.array([0.95, 1.05]), mean=0.02)
+    priors = {"noise": sde.prior([2]), "aux": Opaque(fitted), "closed": fitted}
+    e = elbo_lib.elbos(sde, diff.score, priors, x0, seed=3, batch_size=1000, draws=4)
+    bias = elbo_lib.Estimate.of(e["aux"].prior_values - e["closed"].prior_values)
+    assert abs(bias.mean) < 5 * bias.sem
+    gain = e["aux"].minus(e["noise"])
+    d = elbo_lib.elbo_draws(sde, diff.score, x0[:1000], split(as_seed(3), 0), draws=4)
+    log_prob = lambda prior: tf.reshape(prior.log_prob(tf.reshape(d.x_T, [-1, 2])), [4, -1])     # [K, B]
+    paired = tf.reduce_mean(log_prob(fitted) - log_prob(sde.prior([2])), 0)
+    np.testing.assert_allclose(e["aux"].values[:1000] - e["noise"].values[:1000], paired, rtol=1e-9, atol=1e-9)
+    unpaired = elbo_lib.Estimate.of(tf.reduce_mean(log_prob(fitted), 0) -
+                                    elbo_lib.noise_prior_term(sde, d)).sem * math.sqrt(1000 / 4000)
+    assert gain.sem < unpaired / 5, (gain.sem, unpaired)
+
+
+ELBO_MEMORY = """
+import os, resource
+import tensorflow as tf
+from shortdiff_tf import elbo, sde as sde_lib
+from shortdiff_tf.priors.glow import GlowPrior
+shape = [16, 16, 3]
+sde = sde_lib.VPSDE(T=0.4)
+glow = GlowPrior(shape, levels=1, steps_per_level=1, hidden=8)
+glow.initialize(tf.random.stateless_uniform([8] + shape, [0, 1], -1, 1))
+priors = {"noise": sde.prior(shape), "aux": glow}
+for n in (64, 4096):
+    x0 = tf.random.stateless_uniform([n] + shape, [0, n], -1, 1)
+    e = elbo.elbos(sde, lambda x, t: -x, priors, x0, seed=0, batch_size=32, draws=16)
+    assert e["aux"].num_samples == n
+    print("MAXRSS_KB", n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+os._exit(0)
+"""
+
+
+def test_elbo_memory_does_not_grow_with_the_number_of_examples():
+    """The ELBO of 64 and then of 4,096 16x16x3 images with a Glow prior, K = 16 draws, batches
+    of 32, in one process: the peak memory after the larger set is within 10% of the peak after
+    the smaller one (every prior term is computed batch by batch; keeping the draws of x_T over
+    the set would take 16 x 4096 x 768 float64 = 403 MB, and scoring them at once far more)."""
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", ELBO_MEMORY], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    peaks = [int(line.split()[2]) for line in out.stdout.splitlines() if line.startswith("MAXRSS_KB")]
+    assert len(peaks) == 2, out.stderr[-2000:]
+    assert peaks[1] < 1.1 * peaks[0], peaks
