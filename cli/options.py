@@ -1,7 +1,9 @@
 """Option types shared by the commands."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import click
 
@@ -37,3 +39,37 @@ POSITIVE = FiniteFloat(0, min_open=True)
 NON_NEGATIVE = FiniteFloat(0)
 T_RANGE = FiniteFloat(0, 1, min_open=True)
 UNIT_INTERVAL = FiniteFloat(0, 1)
+
+
+SDE_CHOICES = ["vp", "ve", "subvp"]
+SAMPLER_CHOICES = ["em", "pc", "ode", "heun", "dpm2m"]          # samplers.PRESETS (tested)
+STRATEGIES = ["auto", "default", "mirrored", "multiworker"]
+ONE_MACHINE_STRATEGIES = STRATEGIES[:3]                       # evaluate and sample: no multi-worker
+prior_option = click.option("--prior", "prior", type=click.Choice(["auto", "aux", "noise"]), default="auto",
+                            help="Start from the fitted auxiliary prior (aux) or p_noise (noise); auto = aux when fitted.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
+PRECISIONS = ["fp32", "bf16", "fp16"]                             # config.PRECISIONS (tested)
+PRESETS = ["ddpmpp-cifar10", "ddpmpp-mnist"]                      # config.RUN_PRESETS (tested)
+PRIOR_PRESETS = ["glow-cifar10", "glow-mnist"]                    # config.PRIOR_PRESETS (tested)
+precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                                help="Compute dtype of the score network (weights, loss, SDE, ODE and prior stay fp32) "
+                                     " [default: fp32; resuming: the run's].")
+eval_precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+                                     help="Compute dtype of the score network (the ODE, SDE and prior stay fp32).")
+
+
+def default_workdir(dataset: str, sde: str, T: float) -> str:
+    return str(Path("runs") / f"{Path(dataset).stem}-{sde}-T{T:g}")
+
+
+def non_empty(ctx, param, value):
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a data set name or path, e.g. digits", ctx, param)
+    return value
+
+
+def report(result: dict, as_json: bool, lines):
+    for line in lines:
+        click.echo(line)
+    if as_json:
+        click.echo(json.dumps(result, default=str))

@@ -14,6 +14,8 @@ FIELDS = {
     "steps": ("train", "steps"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "warmup": ("train", "warmup"), "ema_decay": ("train", "ema_decay"), "grad_clip": ("train", "grad_clip"),
     "weighting": ("train", "weighting"), "importance": ("train", "importance"), "seed": ("train", "seed"),
+    "reduce_mean": ("train", "reduce_mean"), "random_flip": ("train", "random_flip"),
+    "embedding": ("model", "embedding"),
     "checkpoint_every": ("train", "checkpoint_every"), "log_every": ("train", "log_every"),
     "sample_grid": ("train", "sample_grid"), "grad_accum": ("train", "grad_accum"),
     "ch": ("model", "ch"), "num_res_blocks": ("model", "num_res_blocks"), "dropout": ("model", "dropout"),

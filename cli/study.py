@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cli import checks
-from cli.commands import ONE_MACHINE_STRATEGIES, SDE_CHOICES, json_option, report
+from cli.options import ONE_MACHINE_STRATEGIES, SDE_CHOICES, json_option, report
 from cli.errors import friendly
 from cli.options import POSITIVE
 from cli.quiet import load_tensorflow

@@ -6,6 +6,10 @@ With x_t = m_t x_0 + sqrt(s_t) e, grad log p(x_t | x_0) = -e / sqrt(s_t), and
   likelihood weighting (Song et al. 2021b): lambda(t) = g(t)^2,
        loss = w(t) g^2 |s_theta + e / sqrt(s_t)|^2 / 2, an unbiased estimate of I(s, T)
        (docs/METHOD.md section 3), with w(t) = 1 / q(t) the weight of the time sampler.
+
+``reduce_mean`` replaces |.|^2 / 2 by the mean of the squares over the D dimensions, |.|^2 / D
+(ScoreSDE's ``training.reduce_mean``, on in its VP configs): the same minimiser, a loss and a
+gradient D / 2 times smaller, which is what its gradient clip of 1 was tuned for.
 """
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ from shortdiff_tf.timesteps import time_from_uniform
 WEIGHTINGS = ("variance", "likelihood")
 
 
-def dsm_loss_given(sde: SDE, score_fn, x0, u, e, weighting: str = "variance", importance: bool = False, T=None):
+def dsm_loss_given(sde: SDE, score_fn, x0, u, e, weighting: str = "variance", importance: bool = False, T=None,
+                   reduce_mean: bool = False):
     """Per-example denoising score-matching loss [B] at t = t(u) with noise e (given, not drawn);
     t lies on [eps, T] (``T`` defaults to ``sde.T`` and may be a tensor <= it).
 
     variance:   |sqrt(s_t) s_theta(x_t, t) + e|^2 / 2
     likelihood: w(t) g(t)^2 |s_theta + e / sqrt(s_t)|^2 / 2   (an unbiased estimate of I(s, T))
+    with ``reduce_mean`` the mean of the squares in place of |.|^2 / 2.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
@@ -32,7 +38,8 @@ def dsm_loss_given(sde: SDE, score_fn, x0, u, e, weighting: str = "variance", im
     t, w = time_from_uniform(sde, u, importance, T, x0.dtype)
     std = sde.std(t)
     residual = bcast(std, x0) * score_fn(sde.perturb(x0, t, e), t) + e
-    sq = tf.reduce_sum(tf.square(residual), axis=tf.range(1, tf.rank(x0)))
+    axes = tf.range(1, tf.rank(x0))
+    sq = 2.0 * tf.reduce_mean(tf.square(residual), axis=axes) if reduce_mean else tf.reduce_sum(tf.square(residual), axes)
     if weighting == "variance":
         return 0.5 * sq
     return 0.5 * w * sde.g2(t) * sq / tf.square(std)

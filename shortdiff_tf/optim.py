@@ -35,10 +35,14 @@ class ReducedAdam(keras.optimizers.Adam):
         return list(grads_and_vars)
 
 
+ADAM_EPSILON = 1e-8          # ScoreSDE's optim.eps (Keras' default is 1e-7)
+
+
 def adam(lr: float, warmup: int, precision: str = "fp32") -> keras.optimizers.Optimizer:
-    """Adam with warm-up; for fp16, inside Keras' dynamic loss scaling (a step whose gradients
-    are not finite is skipped and the scale halved; 2000 finite steps double it)."""
-    inner = ReducedAdam(WarmUp(lr, warmup))
+    """Adam (beta 0.9, 0.999, epsilon 1e-8: ScoreSDE's) with warm-up; for fp16, inside Keras'
+    dynamic loss scaling (a step whose gradients are not finite is skipped and the scale halved;
+    2000 finite steps double it)."""
+    inner = ReducedAdam(WarmUp(lr, warmup), epsilon=ADAM_EPSILON)
     return keras.optimizers.LossScaleOptimizer(inner) if precision == "fp16" else inner
 
 

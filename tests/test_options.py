@@ -26,10 +26,12 @@ RUNS = [
     ("train", ["--sde", "vp", "--T", "0.4", "--eps", "1e-5", "--dataset", "digits", "--download", "--workdir", "{new}",
                "--lr", "1e-3", "--warmup", "1", "--ema-decay", "0.99", "--grad-clip", "1", "--weighting", "likelihood",
                "--importance", "--seed", "1", "--beta-0", "0.1", "--beta-1", "20", "--num-res-blocks", "1",
+               "--reduce-mean", "--flip", "--embedding", "positional",
                "--dropout", "0.1", "--checkpoint-every", "1", "--log-every", "1", "--grad-accum", "2",
                "--strategy", "default", "--precision", "fp32", "--json", *TINY[:6], "--no-progress", "--sample-grid", "4"]),
     ("train", ["--sde", "ve", "--T", "0.6", "--sigma-min", "0.01", "--sigma-max", "4", "--dataset", "gmm1d",
                "--width", "8", "--weighting", "variance", "--no-importance", "--strategy", "auto",
+               "--no-reduce-mean", "--no-flip", "--embedding", "fourier",
                "--data-dir", "{tmp}", "--workdir", "{new}", "--precision", "bf16", "--jit", *TINY]),
     ("train", ["--sde", "subvp", "--T", "0.5", "--dry-run", "--workdir", "{new}"]),
     ("train", ["--preset", "ddpmpp-mnist", "--precision", "fp16", "--no-jit", "--dry-run", "--workdir", "{new}"]),
@@ -41,10 +43,10 @@ RUNS = [
                    *TINY_GLOW]),
     ("fit-prior", ["--workdir", "{img_copy}", "--prior", "gaussian", "--fit-samples", "100", "--strategy", "auto"]),
     ("fit-prior", ["--workdir", "{toy_copy}", "--prior", "gmm", "--target", "ode", "--components", "2",
-                   "--precision", "fp16"]),
+                   "--fit-samples", "400", "--precision", "fp16"]),
     ("fit-prior", ["--workdir", "{toy_copy}", "--prior", "dpgmm", "--components", "3", "--fit-samples", "500",
                    "--json"]),
-    ("sample", ["--workdir", "{img}", "--sampler", "em", "--steps", "3", "--num-samples", "3", "--seed", "1",
+    ("sample", ["--workdir", "{img}", "--sampler", "em", "--steps", "3", "--num-samples", "3", "--batch-size", "2", "--seed", "1",
                 "--prior", "aux", "--temperature", "0.9", "--out", "{tmp}/s", "--precision", "fp32", "--strategy",
                 "default", "--json"]),
     ("sample", ["--workdir", "{img}", "--sampler", "pc", "--steps", "2", "--num", "2", "--snr", "0.2",
@@ -105,11 +107,16 @@ def exercised(command: str):
                 yield a, args[i + 1] if i + 1 < len(args) else None
 
 
-def test_the_cli_offers_every_sampler_of_the_library():
-    from cli.commands import SAMPLER_CHOICES
-    from shortdiff_tf import samplers
+def test_the_cli_offers_every_choice_of_the_library():
+    """The CLI's choice lists are the library's registries (the CLI cannot import them before TF)."""
+    from cli import options
+    from shortdiff_tf import config, distribute, samplers
+    from shortdiff_tf.networks import parameterization
     from shortdiff_tf.study.config import SAMPLERS
-    assert sorted(SAMPLER_CHOICES) == sorted(samplers.PRESETS) == sorted(SAMPLERS)
+    assert sorted(options.SAMPLER_CHOICES) == sorted(samplers.PRESETS) == sorted(SAMPLERS)
+    assert options.PRECISIONS == list(config.PRECISIONS) and options.STRATEGIES == list(distribute.STRATEGIES)
+    assert options.PRESETS == list(config.RUN_PRESETS) and options.PRIOR_PRESETS == list(config.PRIOR_PRESETS)
+    assert config.EMBEDDINGS == parameterization.EMBEDDINGS and config.SCORE_STDS == parameterization.STDS
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -156,6 +163,8 @@ def check(command: str, args: list, output: str, tmp):
                 want = cfg[section][field]
                 assert str(want) == value or float(want) == float(value), (opt, value, want)
         assert cfg["train"]["importance"] == ("--importance" in args)
+        assert (cfg["train"]["reduce_mean"], cfg["train"]["random_flip"]) == ("--reduce-mean" in args, "--flip" in args) \
+            or "--preset" in args
         assert cfg["train"]["jit"] == ("--jit" in args) and cfg["train"]["preset"] == opts.get("--preset", "")
         if "--preset" in args:              # the preset's network, and its parameter count (test_precision)
             assert cfg["model"]["layout"] == "ddpmpp" and cfg["parameters"] > 10**6
@@ -169,7 +178,9 @@ def check(command: str, args: list, output: str, tmp):
             assert report["eps"] == float(opts["--sample-eps"])
         if opts.get("--sampler") == "ode":
             assert (report["rtol"], report["atol"]) == (float(opts.get("--rtol", 1e-5)), float(opts.get("--atol", 1e-5)))
-        progress = f"NFE {report['nfe']}  eta" if opts.get("--sampler") == "ode" else f"{report['nfe']}/{report['nfe']} NFE"
+        calls = -(-n // report["batch_size"])                              # the bar counts every call's NFE
+        total = report["nfe"] * calls
+        progress = f"NFE {report['nfe']}  eta" if opts.get("--sampler") == "ode" else f"{total}/{total} NFE"
         shown = "--no-progress" not in opts and "--jit" not in opts          # a host callback: not under XLA
         assert (progress in output) == shown, output                         # the final line: all evaluations
         if opts.get("--sampler") in ("heun", "dpm2m"):

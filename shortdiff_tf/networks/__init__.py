@@ -4,22 +4,28 @@ from __future__ import annotations
 import tensorflow as tf
 
 from shortdiff_tf.networks import precision as precision_lib
-from shortdiff_tf.networks.embeddings import FourierTime, NoiseEmbedding
+from shortdiff_tf.networks.dropout import NoiseKey
+from shortdiff_tf.networks.embeddings import FourierTime, NoiseEmbedding, PositionalTime
 from shortdiff_tf.networks.mlp import ScoreMLP
+from shortdiff_tf.networks.parameterization import Parameterization
 from shortdiff_tf.networks.unet import AttnBlock, ResBlock, ScoreUNet
 from shortdiff_tf.sde import bcast
 
-__all__ = ["FourierTime", "NoiseEmbedding", "ScoreMLP", "ScoreUNet", "ResBlock", "AttnBlock",
-           "score_function", "count_params"]
+__all__ = ["FourierTime", "PositionalTime", "NoiseEmbedding", "NoiseKey", "Parameterization", "ScoreMLP",
+           "ScoreUNet", "ResBlock", "AttnBlock", "score_function", "count_params"]
 
 
 def score_function(net, sde, training: bool = False):
-    """s_theta(x, t) = net(x, log std(t)) / std(t): the network predicts -e (Song et al. 2021)."""
+    """s_theta(x, t) = net(x, c(t)) / sigma(t), with c and sigma from the network's
+    ``parameterization`` (default: c = log std(t), sigma = std(t)); the network predicts -e
+    (Song et al. 2021).  The score takes ``noise``, the ``NoiseKey`` of a training pass."""
+    param = getattr(net, "parameterization", Parameterization())
 
-    def score(x, t):
-        std = tf.cast(sde.std(tf.cast(t, tf.float32)), x.dtype)
-        out = net([x, tf.math.log(std)], training=training)
-        return tf.cast(out, x.dtype) / bcast(std, x)
+    def score(x, t, noise=None):
+        sigma = param.sigma(sde, t)
+        keyed = {} if noise is None else {"noise": noise}
+        out = net([x, param.conditioning(sde, t, sigma)], training=training, **keyed)
+        return tf.cast(out, x.dtype) / bcast(tf.cast(sigma, x.dtype), x)
 
     return score
 
@@ -33,13 +39,15 @@ def _unet(cfg, shape):
         raise ValueError(f"the U-Net needs square images [H, H, C]; got data of shape {list(shape)}")
     return ScoreUNet(image_size=shape[0], channels=shape[2], ch=cfg.ch, ch_mult=cfg.ch_mult,
                      num_res_blocks=cfg.num_res_blocks, attn_resolutions=cfg.attn_resolutions,
-                     dropout=cfg.dropout, fourier_scale=cfg.fourier_scale, layout=cfg.layout, name="score_unet")
+                     dropout=cfg.dropout, fourier_scale=cfg.fourier_scale, layout=cfg.layout, embedding=cfg.embedding,
+                     skip_rescale=cfg.skip_rescale, norm_groups=cfg.norm_groups, name="score_unet")
 
 
 def _mlp(cfg, shape):
     if len(shape) != 1:
         raise ValueError(f"the MLP takes vectors [D]; got data of shape {list(shape)}")
-    return ScoreMLP(shape[0], width=cfg.width, depth=cfg.depth, fourier_scale=cfg.fourier_scale, name="score_mlp")
+    return ScoreMLP(shape[0], width=cfg.width, depth=cfg.depth, fourier_scale=cfg.fourier_scale,
+                    embedding=cfg.embedding, name="score_mlp")
 
 
 BUILDERS = {"unet": _unet, "mlp": _mlp}
@@ -53,4 +61,5 @@ def build_score_net(cfg, shape, precision: str = "fp32"):
     with precision_lib.policy(precision):             # sub-layers are made when the net is first called
         net = BUILDERS[cfg.kind](cfg, tuple(shape))
         net([tf.zeros((1,) + tuple(shape)), tf.zeros([1])])
+    net.parameterization = Parameterization(cfg.embedding, cfg.score_std, cfg.num_scales)
     return net

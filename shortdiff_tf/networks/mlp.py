@@ -12,13 +12,13 @@ class ScoreMLP(keras.Model):
     """(x [B, D], c [B]) -> [B, D]: concat(x, emb(c)) -> depth x (Dense, SiLU) -> Dense."""
 
     def __init__(self, data_dim: int, width: int = 128, depth: int = 3, emb_dim: int = 32,
-                 fourier_scale: float = 16.0, **kw):
+                 fourier_scale: float = 16.0, embedding: str = "fourier", **kw):
         super().__init__(**kw)
         if min(data_dim, width, depth, emb_dim) < 1:
             raise ValueError("ScoreMLP sizes must be positive")
         self.data_dim, self.width, self.depth = int(data_dim), int(width), int(depth)
-        self.emb_dim, self.fourier_scale = int(emb_dim), float(fourier_scale)
-        self.embed = NoiseEmbedding(self.emb_dim, self.fourier_scale, name="embed")
+        self.emb_dim, self.fourier_scale, self.embedding = int(emb_dim), float(fourier_scale), embedding
+        self.embed = NoiseEmbedding(self.emb_dim, self.fourier_scale, kind=embedding, name="embed")
         self.hidden = [keras.layers.Dense(self.width, name=f"hidden_{i}") for i in range(self.depth)]
         self.out = keras.layers.Dense(self.data_dim, kernel_initializer="zeros", name="out")
 
@@ -31,7 +31,7 @@ class ScoreMLP(keras.Model):
             width_in = self.width
         self.out.build((None, self.width))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, noise=None):
         x, c = inputs
         h = ops.concatenate([x, self.embed(c)], axis=-1)
         for layer in self.hidden:
@@ -40,4 +40,4 @@ class ScoreMLP(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "data_dim": self.data_dim, "width": self.width, "depth": self.depth,
-                "emb_dim": self.emb_dim, "fourier_scale": self.fourier_scale}
+                "emb_dim": self.emb_dim, "fourier_scale": self.fourier_scale, "embedding": self.embedding}

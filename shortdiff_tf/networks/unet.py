@@ -1,8 +1,9 @@
 """Score U-Nets in Keras 3: the DDPM layout (Ho et al. 2020) and ScoreSDE's DDPM++ (Song et al.
 2021, App. H).
 
-Residual blocks (GroupNorm, SiLU, 3x3 conv, the noise embedding added between the convs,
-skip rescaled by 1/sqrt(2)) and self-attention at the listed resolutions, in two layouts:
+Residual blocks (GroupNorm, SiLU, 3x3 conv, the noise embedding added between the convs, the
+sum with the skip rescaled by 1/sqrt(2) when ``skip_rescale``) and self-attention at the listed
+resolutions, in two layouts:
 
 - ``ddpm``: strided-conv down- and nearest+conv up-sampling, attention after every block;
 - ``ddpmpp`` (DDPM++): BigGAN residual blocks that resample inside the block (2x2 average
@@ -10,8 +11,12 @@ skip rescaled by 1/sqrt(2)) and self-attention at the listed resolutions, in two
   and once per resolution on the way up, and a noise embedding of ch features (ScoreSDE's
   ``resblock_type='biggan'``, ``fir=False``, ``progressive='none'``, ``skip_rescale=True``).
 
-Input (x [B, H, W, C], c = log std(t) [B]) -> [B, H, W, C]; the score wrapper divides the
-output by std(t).
+``ddpm`` with ``skip_rescale=False``, ``norm_groups=32`` and the positional embedding is Ho et
+al.'s network as ScoreSDE's ``models/ddpm.py`` and diffusers' ``UNet2DModel`` build it.
+
+Input (x [B, H, W, C], c [B], the noise level's label: ``parameterization``) -> [B, H, W, C];
+the score wrapper divides the output by std(t).  While training, ``noise`` (a
+``dropout.NoiseKey``) keys the dropout masks.
 """
 from __future__ import annotations
 
@@ -21,15 +26,20 @@ import keras
 from keras import ops
 
 from shortdiff_tf.networks.embeddings import NoiseEmbedding
-from shortdiff_tf.networks.dropout import Dropout
+from shortdiff_tf.networks.dropout import Dropout, layer_salt
 from shortdiff_tf.networks.groupnorm import GroupNorm
 from shortdiff_tf.networks.precision import FP32
 
 SKIP_SCALE = 1.0 / math.sqrt(2.0)
 
 
-def num_groups(channels: int, max_groups: int = 32) -> int:
-    """The largest group count <= min(32, channels/4) that divides channels."""
+def num_groups(channels: int, fixed: int = 0, max_groups: int = 32) -> int:
+    """``fixed`` when given (it must divide channels), else the largest group count <=
+    min(32, channels/4) that divides channels (ScoreSDE's DDPM++ rule, min(C // 4, 32))."""
+    if fixed:
+        if channels % fixed:
+            raise ValueError(f"GroupNorm with {fixed} groups needs channels divisible by {fixed}; got {channels}")
+        return fixed
     g = max(1, min(max_groups, channels // 4))
     while channels % g:
         g -= 1
@@ -50,45 +60,55 @@ RESAMPLE = {None: lambda x: x,
 @keras.saving.register_keras_serializable(package="shortdiff")
 class ResBlock(keras.layers.Layer):
     """h = conv(R(SiLU(GN(x)))) + Dense(SiLU(emb)); h = conv(dropout(SiLU(GN(h))));
-    (skip(R(x)) + h) / sqrt 2, with R the block's resampling (none, "up" or "down": BigGAN's
-    block) and skip a 1x1 conv when the channels change or the block resamples."""
+    (skip(R(x)) + h) / sqrt 2 (or the plain sum without ``skip_rescale``), with R the block's
+    resampling (none, "up" or "down": BigGAN's block) and skip a 1x1 conv when the channels
+    change or the block resamples."""
 
-    def __init__(self, out_ch: int, dropout: float = 0.0, resample=None, **kw):
+    def __init__(self, out_ch: int, dropout: float = 0.0, resample=None, skip_rescale: bool = True,
+                 norm_groups: int = 0, **kw):
         super().__init__(**kw)
         if resample not in RESAMPLE:
             raise ValueError(f"ResBlock resample must be None, 'up' or 'down'; got {resample!r}")
         self.out_ch, self.dropout, self.resample = int(out_ch), float(dropout), resample
+        self.skip_rescale, self.norm_groups = bool(skip_rescale), int(norm_groups)
         self.conv_0 = _conv(self.out_ch, "conv_0")
         self.conv_1 = _conv(self.out_ch, "conv_1", zero=True)
         self.emb_proj = keras.layers.Dense(self.out_ch, name="emb_proj")
-        self.norm_1 = GroupNorm(num_groups(self.out_ch), epsilon=1e-6, silu=True, name="norm_1", dtype=FP32)
-        self.drop = Dropout(self.dropout, name="dropout")
+        self.norm_1 = GroupNorm(num_groups(self.out_ch, self.norm_groups), epsilon=1e-6, silu=True, name="norm_1",
+                                dtype=FP32)
+        self.drop = Dropout(self.dropout, salt=layer_salt(self.name), name="dropout")
 
     def build(self, x_shape, emb_shape=None):
         in_ch = x_shape[-1]
-        self.norm_0 = GroupNorm(num_groups(in_ch), epsilon=1e-6, silu=True, name="norm_0", dtype=FP32)
+        self.norm_0 = GroupNorm(num_groups(in_ch, self.norm_groups), epsilon=1e-6, silu=True, name="norm_0", dtype=FP32)
         needs_skip = in_ch != self.out_ch or self.resample is not None
         self.skip = _conv(self.out_ch, "skip", kernel=1) if needs_skip else None
 
-    def call(self, x, emb, training=None):
+    def call(self, x, emb, training=None, noise=None):
         resample = RESAMPLE[self.resample]
         h = self.conv_0(resample(self.norm_0(x)))
         h = h + self.emb_proj(ops.silu(emb))[:, None, None, :]
-        h = self.conv_1(self.drop(self.norm_1(h), training=training))
+        h = self.conv_1(self.drop(self.norm_1(h), training=training, noise=noise))
         skip = resample(x) if self.skip is None else self.skip(resample(x))
-        return (skip + h) * SKIP_SCALE
+        return (skip + h) * SKIP_SCALE if self.skip_rescale else skip + h
 
     def get_config(self):
-        return {**super().get_config(), "out_ch": self.out_ch, "dropout": self.dropout, "resample": self.resample}
+        return {**super().get_config(), "out_ch": self.out_ch, "dropout": self.dropout, "resample": self.resample,
+                "skip_rescale": self.skip_rescale, "norm_groups": self.norm_groups}
 
 
 @keras.saving.register_keras_serializable(package="shortdiff")
 class AttnBlock(keras.layers.Layer):
-    """Single-head self-attention over the H*W positions, residual rescaled by 1/sqrt 2."""
+    """Single-head self-attention over the H*W positions, the residual sum rescaled by 1/sqrt 2
+    when ``skip_rescale``."""
+
+    def __init__(self, skip_rescale: bool = True, norm_groups: int = 0, **kw):
+        super().__init__(**kw)
+        self.skip_rescale, self.norm_groups = bool(skip_rescale), int(norm_groups)
 
     def build(self, x_shape):
         ch = x_shape[-1]
-        self.norm = GroupNorm(num_groups(ch), epsilon=1e-6, name="norm", dtype=FP32)
+        self.norm = GroupNorm(num_groups(ch, self.norm_groups), epsilon=1e-6, name="norm", dtype=FP32)
         self.qkv = keras.layers.Dense(3 * ch, name="qkv")
         self.proj = keras.layers.Dense(ch, kernel_initializer=keras.initializers.VarianceScaling(1e-10), name="proj")
 
@@ -100,7 +120,10 @@ class AttnBlock(keras.layers.Layer):
         logits = ops.einsum("bic,bjc->bij", flat(q), flat(k)) / math.sqrt(ch)
         w = ops.cast(ops.softmax(ops.cast(logits, FP32), axis=-1), v.dtype)      # softmax in fp32
         h = ops.reshape(ops.einsum("bij,bjc->bic", w, flat(v)), shape)
-        return (x + self.proj(h)) * SKIP_SCALE
+        return (x + self.proj(h)) * SKIP_SCALE if self.skip_rescale else x + self.proj(h)
+
+    def get_config(self):
+        return {**super().get_config(), "skip_rescale": self.skip_rescale, "norm_groups": self.norm_groups}
 
 
 @keras.saving.register_keras_serializable(package="shortdiff")
@@ -109,19 +132,23 @@ class ScoreUNet(keras.Model):
 
     def __init__(self, image_size: int, channels: int, ch: int = 64, ch_mult=(1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions=(7,), dropout: float = 0.1,
-                 fourier_scale: float = 16.0, layout: str = "ddpm", **kw):
+                 fourier_scale: float = 16.0, layout: str = "ddpm", embedding: str = "fourier",
+                 skip_rescale: bool = True, norm_groups: int = 0, **kw):
         super().__init__(**kw)
-        self.layout = layout
+        self.layout, self.embedding = layout, embedding
         self.image_size, self.channels, self.ch = int(image_size), int(channels), int(ch)
         self.ch_mult, self.num_res_blocks = tuple(int(m) for m in ch_mult), int(num_res_blocks)
         self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
         self.dropout, self.fourier_scale = float(dropout), float(fourier_scale)
+        self.skip_rescale, self.norm_groups = bool(skip_rescale), int(norm_groups)
         self._check()
-        features = self.ch if self.layout == "ddpmpp" else 4 * self.ch
-        self.embed = NoiseEmbedding(4 * self.ch, self.fourier_scale, features=features, name="embed")
+        # DDPM++ and every positional embedding: ch sinusoids (ScoreSDE, diffusers); ours: 4 ch
+        features = self.ch if self.layout == "ddpmpp" or embedding == "positional" else 4 * self.ch
+        self.embed = NoiseEmbedding(4 * self.ch, self.fourier_scale, features=features, kind=embedding, name="embed")
         self.conv_in = _conv(self.ch, "conv_in")
         self._make_down(), self._make_mid(), self._make_up()
-        self.norm_out = GroupNorm(num_groups(self.ch), epsilon=1e-6, silu=True, name="norm_out", dtype=FP32)
+        self.norm_out = GroupNorm(num_groups(self.ch, self.norm_groups), epsilon=1e-6, silu=True, name="norm_out",
+                                  dtype=FP32)
         self.conv_out = _conv(self.channels, "conv_out", zero=True)
 
     def _check(self):
@@ -141,15 +168,14 @@ class ScoreUNet(keras.Model):
         self.down = []
         for i, (res, mult) in enumerate(zip(self._resolutions(), self.ch_mult)):
             for r in range(self.num_res_blocks):
-                attn = AttnBlock(name=f"down_{i}_attn_{r}") if res in self.attn_resolutions else None
-                self.down.append(("res", ResBlock(self.ch * mult, self.dropout, name=f"down_{i}_res_{r}"), attn))
+                attn = self._attn(f"down_{i}_attn_{r}") if res in self.attn_resolutions else None
+                self.down.append(("res", self._res(self.ch * mult, f"down_{i}_res_{r}"), attn))
             if i < len(self.ch_mult) - 1:
                 self.down.append(self._resampler("down", i, mult))
 
     def _make_mid(self):
         top = self.ch * self.ch_mult[-1]
-        self.mid = [ResBlock(top, self.dropout, name="mid_res_0"), AttnBlock(name="mid_attn"),
-                    ResBlock(top, self.dropout, name="mid_res_1")]
+        self.mid = [self._res(top, "mid_res_0"), self._attn("mid_attn"), self._res(top, "mid_res_1")]
 
     def _make_up(self):
         self.up = []
@@ -157,35 +183,42 @@ class ScoreUNet(keras.Model):
             res, mult = self._resolutions()[i], self.ch_mult[i]
             for r in range(self.num_res_blocks + 1):
                 attended = res in self.attn_resolutions and (self.layout == "ddpm" or r == self.num_res_blocks)
-                attn = AttnBlock(name=f"up_{i}_attn_{r}") if attended else None
-                self.up.append(("res", ResBlock(self.ch * mult, self.dropout, name=f"up_{i}_res_{r}"), attn))
+                attn = self._attn(f"up_{i}_attn_{r}") if attended else None
+                self.up.append(("res", self._res(self.ch * mult, f"up_{i}_res_{r}"), attn))
             if i > 0:
                 self.up.append(self._resampler("up", i, mult))
+
+    def _res(self, out_ch: int, name: str, resample=None) -> ResBlock:
+        return ResBlock(out_ch, self.dropout, resample=resample, skip_rescale=self.skip_rescale,
+                        norm_groups=self.norm_groups, name=name)
+
+    def _attn(self, name: str) -> AttnBlock:
+        return AttnBlock(skip_rescale=self.skip_rescale, norm_groups=self.norm_groups, name=name)
 
     def _resampler(self, direction: str, level: int, mult: int):
         """(kind, layer, None): a BigGAN block (ddpmpp), a strided conv or nearest + conv (ddpm)."""
         name = f"{direction}_{level}_resample"
         if self.layout == "ddpmpp":
-            return "resample", ResBlock(self.ch * mult, self.dropout, resample=direction, name=name), None
+            return "resample", self._res(self.ch * mult, name, resample=direction), None
         return direction, _conv(self.ch * mult, name, stride=2 if direction == "down" else 1), None
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, noise=None):
         x, c = inputs
         emb = self.embed(c)
         h = self.conv_in(x)
         hs = [h]
         for kind, layer, attn in self.down:
-            h = layer(h, emb, training=training) if kind in ("res", "resample") else layer(h)
+            h = layer(h, emb, training=training, noise=noise) if kind in ("res", "resample") else layer(h)
             h = attn(h) if attn is not None else h
             hs.append(h)
-        h = self.mid[0](h, emb, training=training)
-        h = self.mid[2](self.mid[1](h), emb, training=training)
+        h = self.mid[0](h, emb, training=training, noise=noise)
+        h = self.mid[2](self.mid[1](h), emb, training=training, noise=noise)
         for kind, layer, attn in self.up:
             if kind == "res":
-                h = layer(ops.concatenate([h, hs.pop()], axis=-1), emb, training=training)
+                h = layer(ops.concatenate([h, hs.pop()], axis=-1), emb, training=training, noise=noise)
                 h = attn(h) if attn is not None else h
             elif kind == "resample":
-                h = layer(h, emb, training=training)
+                h = layer(h, emb, training=training, noise=noise)
             else:
                 h = layer(RESAMPLE["up"](h))
         return self.conv_out(self.norm_out(h))
@@ -194,4 +227,5 @@ class ScoreUNet(keras.Model):
         return {**super().get_config(), "image_size": self.image_size, "channels": self.channels,
                 "ch": self.ch, "ch_mult": list(self.ch_mult), "num_res_blocks": self.num_res_blocks,
                 "attn_resolutions": list(self.attn_resolutions), "dropout": self.dropout,
-                "fourier_scale": self.fourier_scale, "layout": self.layout}
+                "fourier_scale": self.fourier_scale, "layout": self.layout, "embedding": self.embedding,
+                "skip_rescale": self.skip_rescale, "norm_groups": self.norm_groups}

@@ -1,0 +1,76 @@
+"""How a score network's output becomes the score:  s_theta(x, t) = net(x, c(t)) / sigma(t).
+
+The network predicts -e for x_t = m_t x_0 + sigma(t) e (Song et al. 2021).  Two choices:
+
+  embedding   "fourier":     c(t) = log std(t)  (ours: Fourier features of the noise level)
+              "positional":  c(t) = (N - 1) t   (ScoreSDE's and DDPM's label, N = num_scales)
+  std         "sde":         sigma(t) = std(t) of the SDE's marginal (continuous models)
+              "discrete":    sigma(t) = sqrt(1 - alphabar_k), k = floor((N - 1) t), of the N-step
+                             VP discretisation beta_i = linspace(beta_0 / N, beta_1 / N, N),
+                             alphabar_k = prod_{i <= k} (1 - beta_i): ScoreSDE's rule for its
+                             discrete VP models, which diffusers' DDPM models follow as well.
+
+Both labels are functions of t on the [0, 1] schedule, so they hold for any truncation T <= 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+EMBEDDINGS = ("fourier", "positional")
+STDS = ("sde", "discrete")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameterization:
+    embedding: str = "fourier"
+    std: str = "sde"
+    num_scales: int = 1000
+
+    def __post_init__(self):
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"unknown embedding {self.embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
+        if self.std not in STDS:
+            raise ValueError(f"unknown score std {self.std!r}; choose one of {', '.join(STDS)}")
+        if self.num_scales < 2:
+            raise ValueError(f"num_scales must be >= 2; got {self.num_scales}")
+
+    def label(self, t):
+        """(N - 1) t in float32, as the reference computes it [B]."""
+        return tf.cast(t, tf.float32) * float(self.num_scales - 1)
+
+    def conditioning(self, sde, t, std):
+        """c(t) [B] fed to the network (``std``: sigma(t) already computed)."""
+        return self.label(t) if self.embedding == "positional" else tf.math.log(tf.cast(std, tf.float32))
+
+    def sigma(self, sde, t):
+        """sigma(t) [B] float32."""
+        t = tf.cast(t, tf.float32)
+        if self.std == "sde":
+            return sde.std(t)
+        table = tf.constant(discrete_std(sde, self.num_scales), tf.float32)
+        return tf.gather(table, tf.cast(tf.floor(self.label(t)), tf.int32))
+
+
+def discrete_std(sde, num_scales: int) -> np.ndarray:
+    """sqrt(1 - alphabar_k), k = 0..N-1, of the N-step discretisation of a VP schedule, in float32
+    arithmetic as the references compute it (near k = 0, 1 - alphabar ~ 1e-4 keeps only about
+    four float32 digits, and the score inherits them)."""
+    hyper = sde.hyperparameters()
+    if sde.name != "vp" or "beta_0" not in hyper:
+        raise ValueError(f"the discrete score std is defined for the VP SDE only; this run's SDE is {sde.name}")
+    betas = float32_linspace(hyper["beta_0"] / num_scales, hyper["beta_1"] / num_scales, num_scales)
+    return np.sqrt(np.float32(1.0) - np.cumprod(np.float32(1.0) - betas, dtype=np.float32))
+
+
+def float32_linspace(start: float, end: float, n: int) -> np.ndarray:
+    """torch.linspace(start, end, n) in float32: start + step i over the first half, end - step
+    (n - 1 - i) over the second, every operation rounded to float32."""
+    start, end = np.float32(start), np.float32(end)
+    step = (end - start) / np.float32(n - 1)
+    i = np.arange(n)
+    first = start + step * i.astype(np.float32)
+    second = end - step * (n - 1 - i).astype(np.float32)
+    return np.where(i < n // 2, first, second).astype(np.float32)
