@@ -55,3 +55,64 @@ def save_npz(path, **arrays) -> Path:
             np.savez_compressed(f, **arrays)
 
     return atomic_write(Path(path), write)
+
+
+class NpzStream:
+    """An .npz of fixed-shape arrays written a chunk of rows at a time, so that memory holds one
+    chunk, not the file: each array is appended to a ``.npy`` beside the target (its header
+    first, then the rows as they come), and ``close`` stores the parts in the zip, which is
+    renamed over ``path`` at once (a reader never sees half a file).  ``np.load(path)`` reads it
+    as ``np.savez`` output.
+
+        with NpzStream(path, rows=50000, images=((32, 32, 3), np.uint8), x=((32, 32, 3), np.float32)) as f:
+            f.append(images=chunk_images, x=chunk_x)
+    """
+
+    def __init__(self, path, rows: int, **specs):
+        self.path, self.rows, self.filled = Path(path), int(rows), 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.parts = {name: self.path.with_name(f".{self.path.name}.{name}.npy") for name in specs}
+        self.dtypes = {name: np.dtype(dtype) for name, (_, dtype) in specs.items()}
+        self.files = {}
+        for name, (shape, dtype) in specs.items():
+            f = self.files[name] = open(self.parts[name], "wb")
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                      "shape": (self.rows, *shape)}
+            np.lib.format.write_array_header_2_0(f, header)
+
+    def append(self, **chunks) -> None:
+        n = len(next(iter(chunks.values())))
+        for name, chunk in chunks.items():
+            self.files[name].write(np.ascontiguousarray(chunk, self.dtypes[name]).tobytes())
+        self.filled += n
+
+    def close(self) -> Path:
+        import zipfile
+        for f in self.files.values():
+            f.close()
+        if self.filled != self.rows:
+            self.discard()
+            raise ValueError(f"{self.path}: {self.filled} of {self.rows} rows written")
+
+        def write(p):
+            with zipfile.ZipFile(p, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                for name, part in self.parts.items():
+                    z.write(part, f"{name}.npy")
+
+        try:
+            return atomic_write(self.path, write)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        for f in self.files.values():
+            f.close()
+        for part in self.parts.values():
+            part.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *exc):
+        self.close() if kind is None else self.discard()
+        return False
