@@ -18,14 +18,24 @@ One evaluation of ``f`` per loop iteration.  Every evaluation -- the two that ch
 step and the six stages of each attempt -- is a row of one table (c, a): the iteration forms
 t + c h and y + h sum_j a_j K_j from the stored stages K, calls ``f`` once and files the result.
 So the graph holds a single copy of ``f`` (a network's forward pass and its VJP): tracing and
-graph optimisation, the cost of a first call, are those of one evaluation rather than eight.
-The price, measured on a 2-core CPU: an attempt's six stages no longer sit in one dataflow
-graph, where the next stage's forward pass could overlap the previous stage's VJP, so an
-evaluation costs about one isolated forward + VJP instead of about 0.75 of one
-(benchmarks/README.md, "Solver").  On an accelerator, which runs a stream's kernels one at a
-time, we expect no such overlap to lose (not measured: no GPU here).
+graph optimisation, the cost of a first call, are those of one evaluation rather than eight
+(what that costs against six stages in one graph: benchmarks/README.md, "Solver").
+
+Time, step sizes and the error norm are float64 whatever the state's dtype (scipy's are float64
+too): a float32 state (the likelihood's) rounds the stages and the solution, not the step
+control, so it takes scipy's steps on the same problem (tested).  ``f`` gets t in the state's dtype.
+
+The loop state (``Loop``), one row per iteration of the while loop:
+
+  row   the evaluation row this iteration computes: 0 f(t0, y0), 1 the probe of the first step,
+        2..6 the stages k_2..k_6 of an attempt, 7 its last stage k_7 = f(t + h, y_new)
+  t     where the current attempt starts;  t_new = t + h, where it ends;  h the signed step
+  y     the solution at t;  K [7, ...] the attempt's stages (K_0 = k_1, from the last attempt)
+  rejected: the previous attempt was;  nfe, attempts: counts;  done: t reached t1
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -53,19 +63,38 @@ ROW_C = (0.0, 1.0) + C[1:]
 ROW_A = ((), (1.0,)) + A[1:]
 
 
+TIME = tf.float64           # time, step sizes and the error norm
+
+
+class Loop(NamedTuple):
+    """The while loop's state (the module docstring's table)."""
+    row: tf.Tensor
+    t: tf.Tensor
+    t_new: tf.Tensor
+    h: tf.Tensor
+    y: object
+    K: object
+    rejected: tf.Tensor
+    nfe: tf.Tensor
+    attempts: tf.Tensor
+    done: tf.Tensor
+
+
 def _rms(parts):
     squares = tf.add_n([tf.reduce_sum(tf.square(p)) for p in parts])
-    count = tf.add_n([tf.cast(tf.size(p), parts[0].dtype) for p in parts])
+    count = tf.add_n([tf.cast(tf.size(p), TIME) for p in parts])
     return tf.sqrt(squares / count)
 
 
 def _norm(ys, scale):
-    return _rms([y / s for y, s in zip(tf.nest.flatten(ys), tf.nest.flatten(scale))])
+    """RMS of ys / scale over every element, in float64."""
+    return _rms([tf.cast(y, TIME) / s for y, s in zip(tf.nest.flatten(ys), tf.nest.flatten(scale))])
 
 
-def _weighted(coefficients, K):
-    """sum_j c_j K_j over the stacked stages K [7, ...] of each leaf."""
-    return tf.nest.map_structure(lambda k: tf.tensordot(coefficients, k, 1), K)
+def _weighted(coefficients, K, dtype=None):
+    """sum_j c_j K_j over the stacked stages K [7, ...] of each leaf (in ``dtype``, default K's)."""
+    return tf.nest.map_structure(lambda k: tf.tensordot(tf.cast(coefficients, dtype or k.dtype),
+                                                        tf.cast(k, dtype or k.dtype), 1), K)
 
 
 def solve(fn, t0: float, t1: float, y0, rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = MAX_STEPS):
@@ -83,97 +112,100 @@ def solve(fn, t0: float, t1: float, y0, rtol: float = 1e-5, atol: float = 1e-5, 
 
 def _solve(fn, t0, t1, y0, rtol, atol, max_steps):
     dtype = tf.nest.flatten(y0)[0].dtype
-    t0, t1 = as_time(t0, dtype), as_time(t1, dtype)
+    t0, t1 = as_time(t0, TIME), as_time(t1, TIME)
     checks = [tf.debugging.assert_all_finite(y, NOT_FINITE) for y in tf.nest.flatten(y0)]
     with tf.control_dependencies(checks):
         y0 = tf.nest.map_structure(tf.identity, y0)
-    table_c = tf.constant(ROW_C, dtype)
+    table_c = tf.constant(ROW_C, TIME)
     table_a = tf.constant([list(a) + [0.0] * (7 - len(a)) for a in ROW_A], dtype)
-    update = _Update(t1, tf.sign(t1 - t0), tf.abs(t1 - t0), rtol, atol, max_steps, dtype)
+    update = _Update(t1, tf.sign(t1 - t0), tf.abs(t1 - t0), rtol, atol, max_steps)
 
-    def body(row, t, t_new, h, y, K, rejected, nfe, attempts, done):
-        y_eval = tf.nest.map_structure(lambda y_, s: y_ + h * s, y, _weighted(tf.gather(table_a, row), K))
-        k = fn(t + tf.gather(table_c, row) * h, y_eval)
-        state = (row, t, t_new, h, y, K, rejected, nfe + 1, attempts, done)
-        branch = tf.minimum(row, FIRST_STAGE) + tf.cast(row == LAST_STAGE, tf.int32)    # init, probe, stage, last
-        return tf.switch_case(branch, [lambda: update.init(state, k), lambda: update.probe(state, k),
-                                       lambda: update.stage(state, k), lambda: update.last(state, k, y_eval)])
+    def body(*state):
+        s = Loop(*state)
+        h = tf.cast(s.h, dtype)
+        y_eval = tf.nest.map_structure(lambda y_, w: y_ + h * w, s.y, _weighted(tf.gather(table_a, s.row), s.K))
+        k = fn(tf.cast(s.t + tf.gather(table_c, s.row) * s.h, dtype), y_eval)
+        s = s._replace(nfe=s.nfe + 1)
+        branch = tf.minimum(s.row, FIRST_STAGE) + tf.cast(s.row == LAST_STAGE, tf.int32)    # init, probe, stage, last
+        return tf.switch_case(branch, [lambda: update.init(s, k), lambda: update.probe(s, k),
+                                       lambda: update.stage(s, k), lambda: update.last(s, k, y_eval)])
 
     K0 = tf.nest.map_structure(lambda y: tf.zeros(tf.concat([[7], tf.shape(y)], 0), dtype), y0)
     zero = tf.constant(0, tf.int32)
-    state = (zero, t0, t0, tf.zeros([], dtype), y0, K0, tf.constant(False), zero, zero, tf.equal(t0, t1))
-    out = tf.while_loop(lambda *s: tf.logical_not(s[-1]), body, state, parallel_iterations=1)
-    return out[4], out[7]
+    state = Loop(zero, t0, t0, tf.zeros([], TIME), y0, K0, tf.constant(False), zero, zero, tf.equal(t0, t1))
+    out = Loop(*tf.while_loop(lambda *s: tf.logical_not(s[-1]), body, tuple(state), parallel_iterations=1))
+    return out.y, out.nfe
 
 
 class _Update:
-    """What each kind of evaluation row does with its result k; every method returns the loop state
-    (row, t, t_new, h, y, K, rejected, nfe, attempts, done)."""
+    """What each kind of evaluation row does with its result k; every method returns the loop
+    state as a tuple (``Loop``).  Step control is float64 (``TIME``)."""
 
-    def __init__(self, t1, direction, length, rtol, atol, max_steps, dtype):
+    def __init__(self, t1, direction, length, rtol, atol, max_steps):
         self.t1, self.direction, self.length = t1, direction, length
-        self.rtol, self.atol, self.max_steps, self.dtype = rtol, atol, max_steps, dtype
+        self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
 
-    def _scale0(self, y):
-        return tf.nest.map_structure(lambda y_: self.atol + self.rtol * tf.abs(y_), y)
+    def _scale(self, *ys):
+        """atol + rtol max |y| over the given states, elementwise, in float64."""
+        leaves = [tf.nest.flatten(y) for y in ys]
+        return [self.atol + self.rtol * tf.reduce_max(tf.stack([tf.abs(tf.cast(v, TIME)) for v in vs]), 0)
+                for vs in zip(*leaves)]
 
-    def init(self, state, k):
+    def init(self, s: Loop, k):
         """k = f(t0, y0): file it as K_0 and pick the probe step h0 (Hairer-Norsett-Wanner)."""
-        row, t, t_new, h, y, K, rejected, nfe, attempts, done = state
-        scale = self._scale0(y)
-        d0, d1 = _norm(y, scale), _norm(k, scale)
-        h0 = tf.where((d0 < 1e-5) | (d1 < 1e-5), tf.constant(1e-6, self.dtype), 0.01 * d0 / d1)
+        scale = self._scale(s.y)
+        d0, d1 = _norm(s.y, scale), _norm(k, scale)
+        h0 = tf.where((d0 < 1e-5) | (d1 < 1e-5), tf.constant(1e-6, TIME), 0.01 * d0 / d1)
         h0 = tf.minimum(h0, self.length)
-        K = tf.nest.map_structure(lambda K_, k_: tf.tensor_scatter_nd_update(K_, [[0]], k_[None]), K, k)
-        return (row + 1, t, t_new, h0 * self.direction, y, K, rejected, nfe, attempts, done)
+        K = tf.nest.map_structure(lambda K_, k_: tf.tensor_scatter_nd_update(K_, [[0]], k_[None]), s.K, k)
+        return tuple(s._replace(row=s.row + 1, h=h0 * self.direction, K=K))
 
-    def probe(self, state, k):
+    def probe(self, s: Loop, k):
         """k = f(t0 + h0, y0 + h0 f0): the first step size, then the first attempt."""
-        row, t, t_new, h, y, K, rejected, nfe, attempts, done = state
-        scale, f0, h0 = self._scale0(y), tf.nest.map_structure(lambda K_: K_[0], K), tf.abs(h)
+        scale, f0, h0 = self._scale(s.y), tf.nest.map_structure(lambda K_: K_[0], s.K), tf.abs(s.h)
         d1 = _norm(f0, scale)
-        d2 = _norm(tf.nest.map_structure(tf.subtract, k, f0), scale) / h0
-        h1 = tf.where((d1 <= 1e-15) & (d2 <= 1e-15), tf.maximum(tf.constant(1e-6, self.dtype), h0 * 1e-3),
+        diff = tf.nest.map_structure(lambda a, b: tf.cast(a, TIME) - tf.cast(b, TIME), k, f0)
+        d2 = _norm(diff, scale) / h0
+        h1 = tf.where((d1 <= 1e-15) & (d2 <= 1e-15), tf.maximum(tf.constant(1e-6, TIME), h0 * 1e-3),
                       tf.pow(0.01 / tf.maximum(d1, d2), 1.0 / 5.0))
         h_abs = tf.minimum(tf.minimum(100.0 * h0, h1), self.length)
-        return self._attempt(t, h_abs, y, f0, K, rejected, nfe, attempts, done)
+        return self._attempt(s._replace(K=s.K), s.t, h_abs, s.y, f0)
 
-    def stage(self, state, k):
+    def stage(self, s: Loop, k):
         """k = k_s of the current attempt (rows 2..6 hold s = 2..6): file it as K_{s-1}."""
-        row, t, t_new, h, y, K, rejected, nfe, attempts, done = state
-        K = tf.nest.map_structure(lambda K_, k_: tf.tensor_scatter_nd_update(K_, [[row - 1]], k_[None]), K, k)
-        return (row + 1, t, t_new, h, y, K, rejected, nfe, attempts, done)
+        K = tf.nest.map_structure(lambda K_, k_: tf.tensor_scatter_nd_update(K_, [[s.row - 1]], k_[None]), s.K, k)
+        return tuple(s._replace(row=s.row + 1, K=K))
 
-    def last(self, state, k, y_new):
+    def last(self, s: Loop, k, y_new):
         """k = f(t + h, y_new) = k_7: the error estimate, accept or reject, the next step size."""
-        row, t, t_new, h, y, K, rejected, nfe, attempts, done = state
-        K = tf.nest.map_structure(lambda K_, k_: tf.tensor_scatter_nd_update(K_, [[6]], k_[None]), K, k)
-        scale = tf.nest.map_structure(lambda a, b: self.atol + self.rtol * tf.maximum(tf.abs(a), tf.abs(b)), y, y_new)
-        err = _norm(tf.nest.map_structure(lambda e: h * e, _weighted(tf.constant(E, self.dtype), K)), scale)
+        K = tf.nest.map_structure(lambda K_, k_: tf.tensor_scatter_nd_update(K_, [[6]], k_[None]), s.K, k)
+        err = _norm(tf.nest.map_structure(lambda e: s.h * e, _weighted(tf.constant(E, TIME), K, TIME)),
+                    self._scale(s.y, y_new))
         accepted = err < 1.0                                          # False for NaN: rejected
         factor = SAFETY * tf.pow(err, EXPONENT)
-        grow = tf.where(err == 0.0, tf.constant(MAX_FACTOR, self.dtype), tf.minimum(factor, MAX_FACTOR))
-        grow = tf.where(rejected, tf.minimum(grow, 1.0), grow)
-        shrink = tf.where(tf.math.is_finite(err), tf.maximum(factor, MIN_FACTOR), tf.constant(MIN_FACTOR, self.dtype))
+        grow = tf.where(err == 0.0, tf.constant(MAX_FACTOR, TIME), tf.minimum(factor, MAX_FACTOR))
+        grow = tf.where(s.rejected, tf.minimum(grow, 1.0), grow)
+        shrink = tf.where(tf.math.is_finite(err), tf.maximum(factor, MIN_FACTOR), tf.constant(MIN_FACTOR, TIME))
         pick = lambda a, b: tf.nest.map_structure(lambda u, v: tf.where(accepted, u, v), a, b)
         first = tf.nest.map_structure(lambda K_: tf.where(accepted, K_[6], K_[0]), K)        # FSAL
-        t = tf.where(accepted, t_new, t)
-        h_abs = tf.abs(h) * tf.where(accepted, grow, shrink)
-        return self._attempt(t, h_abs, pick(y_new, y), first, K, tf.logical_not(accepted), nfe, attempts + 1,
-                             self.direction * (self.t1 - t) <= 0)
+        t = tf.where(accepted, s.t_new, s.t)
+        h_abs = tf.abs(s.h) * tf.where(accepted, grow, shrink)
+        s = s._replace(K=K, rejected=tf.logical_not(accepted), attempts=s.attempts + 1,
+                       done=self.direction * (self.t1 - t) <= 0)
+        return self._attempt(s, t, h_abs, pick(y_new, s.y), first)
 
-    def _attempt(self, t, h_abs, y, first, K, rejected, nfe, attempts, done):
+    def _attempt(self, s: Loop, t, h_abs, y, first):
         """Start an attempt of size h_abs from t (clipped at t1) with K_0 = ``first`` and the other
         stages cleared (a rejected attempt's NaN must not reach the next through a zero
         coefficient); or stop."""
         tiny = 10.0 * tf.abs(tf.math.nextafter(t, t + self.direction) - t)
-        checks = [tf.debugging.Assert(done | (attempts < self.max_steps), [STEP_LIMIT]),
-                  tf.debugging.Assert(done | (h_abs >= tiny), [f"{STEP_LIMIT}: step size underflow"])]
+        checks = [tf.debugging.Assert(s.done | (s.attempts < self.max_steps), [STEP_LIMIT]),
+                  tf.debugging.Assert(s.done | (h_abs >= tiny), [f"{STEP_LIMIT}: step size underflow"])]
         with tf.control_dependencies(checks):
             t_new = tf.where(self.direction * (t + h_abs * self.direction - self.t1) > 0, self.t1,
                              t + h_abs * self.direction)
-        K = tf.nest.map_structure(lambda K_, k0: tf.concat([k0[None], tf.zeros_like(K_[1:])], 0), K, first)
-        return (tf.constant(FIRST_STAGE), t, t_new, t_new - t, y, K, rejected, nfe, attempts, done)
+        K = tf.nest.map_structure(lambda K_, k0: tf.concat([k0[None], tf.zeros_like(K_[1:])], 0), s.K, first)
+        return tuple(s._replace(row=tf.constant(FIRST_STAGE), t=t, t_new=t_new, h=t_new - t, y=y, K=K))
 
 
 def explain(err: tf.errors.InvalidArgumentError) -> Exception:

@@ -161,6 +161,29 @@ def test_fit_prior_on_the_ode_target_at_a_shorter_T(runs, tmp_path):
     assert rep["T"] == 0.3 and rep["prior"] == "aux:gaussian"
 
 
+def test_an_ode_target_prior_is_tied_to_its_score_checkpoint(runs, tmp_path, monkeypatch):
+    """An ode-target prior records the checkpoint step whose PF-ODE made its targets; fitting it
+    again reads the stored targets (no solve); once training has moved the checkpoint on, sample
+    refuses the prior in one line naming both steps, and fit-prior refuses to resume it."""
+    import shutil
+    from shortdiff_tf.prior_fit import targets as targets_lib
+    run = tmp_path / "ode"
+    shutil.copytree(runs / "toy", run, ignore=shutil.ignore_patterns("prior"))
+    fit = ("fit-prior", "--workdir", run, "--prior", "gaussian", "--target", "ode", "--json")
+    assert invoke(*fit).exit_code == 0
+    assert json.loads((run / "prior" / "config.json").read_text())["score_step"] == 3
+    monkeypatch.setattr(targets_lib, "ode_targets", lambda *a, **k: pytest.fail("the targets were solved again"))
+    r = invoke(*fit)
+    assert r.exit_code == 0 and "read the PF-ODE targets of checkpoint step 3" in r.output, r.output
+    r = invoke("train", "--workdir", run, "--steps", "5", "--no-progress")
+    assert r.exit_code == 0, r.output
+    r = invoke("sample", "--workdir", run, "--num-samples", "4", "--steps", "3")
+    assert r.exit_code != 0 and "checkpoint at step 3, but the run's newest checkpoint is at step 5" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = invoke(*fit)
+    assert r.exit_code != 0 and "at step 3, and the run's newest checkpoint is at step 5" in r.output
+
+
 def test_ode_targets_are_the_flow_image_of_the_data():
     """With the exact score the PF-ODE image of data at T is distributed as p(x, T) (KS test)."""
     from scipy import stats

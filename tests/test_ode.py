@@ -46,6 +46,21 @@ def test_dormand_prince_takes_scipys_steps(name, tol):
     np.testing.assert_allclose(y.numpy(), exact(t1), atol=200 * tol)
 
 
+@pytest.mark.parametrize("tol", [1e-3, 1e-5])
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_a_float32_state_takes_scipys_steps(name, tol):
+    """The likelihood's state is float32; time, steps and the error norm stay float64, so the solve
+    takes scipy's steps (the same NFE as scipy's RK45, which integrates in float64) and lands on
+    scipy's solution to float32 precision."""
+    from scipy.integrate import solve_ivp
+    f, exact, t0, t1 = PROBLEMS[name]
+    y0 = exact(t0)
+    ref = solve_ivp(lambda t, y: np.asarray(f(t, tf.constant(y))), (t0, t1), y0, method="RK45", rtol=tol, atol=tol)
+    y, nfe = tf.function(lambda y: ode.solve(f, t0, t1, y, tol, tol))(tf.constant(y0, tf.float32))
+    assert y.dtype == tf.float32 and int(nfe) == ref.nfev
+    np.testing.assert_allclose(y.numpy(), ref.y[:, -1], rtol=1e-5, atol=1e-6)
+
+
 def test_dormand_prince_agrees_with_tfp_on_a_nested_state():
     """A nested state (as the likelihood's [x, log-density]) against TFP's Dormand-Prince."""
     import tensorflow_probability as tfp
