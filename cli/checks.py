@@ -60,10 +60,17 @@ def trained_run(workdir) -> dict:
     return cfg
 
 
+def unlocked(lock_path) -> None:
+    """No other process holds the lock at ``lock_path`` (``runlock.check_free``)."""
+    from shortdiff_tf.runlock import check_free
+    check_free(lock_path)
+
+
 def train_workdir(workdir) -> None:
-    """A new or resumable run directory: writable, and never checkpoints without their config."""
+    """A new or resumable run directory: writable, not in use, and never checkpoints without their config."""
     writable_dir(workdir)
     p = Path(workdir)
+    unlocked(p / ".lock")
     if (p / "config.json").exists():
         _config(p)
     elif _has_checkpoint_files(p):

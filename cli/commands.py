@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from cli import checks
-from cli.errors import friendly
+from cli.errors import friendly, should_stop
 from cli.options import (ONE_MACHINE_STRATEGIES, POSITIVE, SAMPLER_CHOICES, T_RANGE, AliasedOption, FiniteFloat,
                          eval_precision_option, json_option, prior_option, report)
 from cli.quiet import load_tensorflow
@@ -41,13 +41,12 @@ from cli.reports import evaluate_lines
               help="Split the samples over the replicas: auto = mirrored when several GPUs are visible.")
 @click.option("--no-progress", is_flag=True, help="No progress line (NFE, ETA) while sampling.")
 @json_option
-@friendly
+@friendly(resumable=False)
 def sample(workdir, sampler, steps, sample_eps, num_samples, batch_size, seed, snr, T, out, temperature, rtol, atol,
            prior, precision, jit, strategy, no_progress, as_json):
     """Sample a trained run to a PNG grid and an .npz.  e.g.  shortdiff sample --workdir runs/digits-vp-T0.4"""
     checks.trained_run(workdir)
-    if out:
-        checks.writable_dir(Path(out).parent, "--out")
+    checks.writable_dir(Path(out).parent if out else Path(workdir) / "samples", "--out")
     load_tensorflow()
     from shortdiff_tf import distribute
     from shortdiff_tf.app.sample import sample_run
@@ -85,20 +84,25 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, batch_size, seed, s
 @click.option("--jit", is_flag=True, help="XLA-compile the ODE's right-hand side (drift and divergence).")
 @click.option("--strategy", type=click.Choice(ONE_MACHINE_STRATEGIES), default="auto",
               help="Split each likelihood batch over the replicas: auto = mirrored when several GPUs are visible.")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
+              help="Where finished likelihood batches are kept (a rerun resumes from them)  [default: RUN/evaluations; "
+                   "another folder for a read-only run].")
 @click.option("--no-progress", is_flag=True, help="No progress line per batch.")
 @json_option
 @friendly
 def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, rtol, atol, divergence, seed, T,
-             repeats, elbo_draws, control_variate, prior, precision, jit, strategy, no_progress, as_json):
+             repeats, elbo_draws, control_variate, prior, precision, jit, strategy, store_dir, no_progress, as_json):
     """Bits/dim by the probability-flow ODE, and the ELBO, with their terms.
     e.g.  shortdiff evaluate --workdir runs/digits-vp-T0.4 --num-examples 64"""
     checks.trained_run(workdir)
+    checks.writable_dir(store_dir or Path(workdir) / "evaluations", "--store")
     load_tensorflow()
     from shortdiff_tf import distribute
     from shortdiff_tf.app.evaluate import evaluate_run
     r = evaluate_run(workdir, dataset, split_name, num_examples, batch_size, rtol, atol, divergence, seed, T,
                      data_dir, prior, progress=not no_progress, elbo_draws=elbo_draws, control=control_variate,
-                     repeats=repeats, precision=precision, jit=jit, strategy=distribute.get(strategy))
+                     repeats=repeats, precision=precision, jit=jit, strategy=distribute.get(strategy),
+                     should_stop=should_stop(), store_dir=store_dir, log=lambda m: click.echo(m, err=True))
     report(r, as_json, evaluate_lines(r))
 
 
@@ -111,7 +115,7 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 @click.option("--atol", type=POSITIVE, default=1e-5, help="ODE absolute tolerance.")
 @prior_option
 @json_option
-@friendly
+@friendly(resumable=False)
 def export(workdir, out, T, rtol, atol, prior, as_json):
     """One SavedModel for TF Serving with sample, bpd, log_prob, score and metadata signatures.
     e.g.  shortdiff export --workdir runs/digits-vp-T0.4"""

@@ -9,7 +9,7 @@ import click
 
 from cli import checks
 from cli.options import ONE_MACHINE_STRATEGIES, SDE_CHOICES, json_option, report
-from cli.errors import friendly
+from cli.errors import friendly, should_stop
 from cli.options import POSITIVE
 from cli.quiet import load_tensorflow
 
@@ -22,7 +22,7 @@ from cli.quiet import load_tensorflow
 @click.option("--epochs", type=click.IntRange(1), default=30, help="Training epochs.")
 @click.option("--seed", type=int, default=0, help="Seed of weights and data order.")
 @json_option
-@friendly
+@friendly(resumable=False)
 def train_classifier(dataset, data_dir, out, epochs, seed, as_json):
     """The offline feature extractor for FID/KID: a small CNN on the labelled training split.
     e.g.  shortdiff train-classifier --dataset digits"""
@@ -41,6 +41,10 @@ def _T_grid(ctx, param, value):
         grid = (math.nan,)
     if not all(math.isfinite(T) for T in grid):
         raise click.BadParameter(f"{value!r} is not a comma-separated list of times, e.g. 0.2,0.4,1.0")
+    twice = sorted({T for T in grid if grid.count(T) > 1})
+    if twice:
+        raise click.BadParameter(f"lists {', '.join(f'{T:g}' for T in twice)} more than once; give each T once "
+                                 f"(--seeds repeats a toy point)")
     return grid
 
 
@@ -93,6 +97,7 @@ def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, 
     e.g.  shortdiff study --dataset gmm1d --T-grid 0.2,0.4,0.6,0.8,1.0 --optimize-T joint"""
     workdir = workdir or str(Path("studies") / f"{Path(dataset).stem}-{sde}")
     checks.writable_dir(workdir)
+    checks.unlocked(Path(workdir) / ".lock")
     if reuse_score:
         checks.trained_run(reuse_score)
     load_tensorflow()
@@ -109,7 +114,7 @@ def study(dataset, sde, T_grid, seeds, width, depth, steps, prior, prior_steps, 
     click.echo(f"study directory: {workdir}")
     from shortdiff_tf import distribute
     r = run_study(cfg, workdir, optimize=optimize, optimize_steps=optimize_steps, log=click.echo,
-                  progress=not no_progress, strategy=distribute.get(strategy))
+                  progress=not no_progress, strategy=distribute.get(strategy), should_stop=should_stop())
     lines = [f"grid optimum of {k}: T={v['T']:g} ({v['value']:.4f})" for k, v in r["grid_optimum"].items()]
     if "optimize_T" in r:
         lines += [f"T* by ascent ({m}): {v['T_star']:.3f}" for m, v in r["optimize_T"].items()]

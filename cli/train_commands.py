@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from cli import checks
-from cli.errors import friendly
+from cli.errors import friendly, reclaim_signals, should_stop
 from cli.options import (NON_NEGATIVE, POSITIVE, PRESETS, PRIOR_PRESETS, SDE_CHOICES, STRATEGIES, T_RANGE,
                          UNIT_INTERVAL, FiniteFloat,
                          default_workdir, eval_precision_option, json_option, non_empty, precision_option, report)
@@ -80,10 +81,11 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
     load_tensorflow()
     from shortdiff_tf import distribute
     strat = distribute.get(strategy)                          # multiworker: before any other TF op
+    reclaim_signals()
     cfg = resolve_train_config(workdir, click.get_current_context(), opts)
     from shortdiff_tf.app.train import train as train_run
     click.echo(f"run directory: {workdir}")
-    result = train_run(cfg, workdir, strategy=strat, progress=not no_progress, log=click.echo)
+    result = train_run(cfg, workdir, strategy=strat, progress=not no_progress, log=click.echo, should_stop=should_stop())
     report(result, as_json, [f"trained to step {result['step']}; checkpoint {result.get('checkpoint')}"])
 
 
@@ -120,6 +122,7 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glo
               components, fit_samples, checkpoint_every, strategy, precision, jit, no_progress, as_json):
     """Fit the auxiliary prior nu_phi on the diffused data at T.  e.g.  shortdiff fit-prior --workdir runs/digits-vp-T0.4"""
     run_cfg = checks.trained_run(workdir)
+    checks.unlocked(Path(workdir) / "prior" / ".lock")
     from shortdiff_tf.config import PriorConfig
     kind = kind or ("glow" if len(run_cfg["data"]["shape"]) == 3 else "dpgmm")
     architecture = _glow_architecture(preset, glow_levels, glow_steps, glow_hidden)
@@ -129,8 +132,9 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glo
     load_tensorflow()
     from shortdiff_tf import distribute
     strat = distribute.get(strategy)                           # multiworker: before any other TF op
+    reclaim_signals()
     from shortdiff_tf.app.fit_prior import fit_prior as fit
-    r = fit(workdir, pcfg, strategy=strat, progress=not no_progress, log=click.echo)
+    r = fit(workdir, pcfg, strategy=strat, progress=not no_progress, log=click.echo, should_stop=should_stop())
     extra = f", {r['effective_components']} effective components" if "effective_components" in r else ""
     report(r, as_json, [f"fitted a {r['kind']} prior at T={r['T']:g} ({r['target']} target){extra}; "
                         f"saved in {r['prior_dir']}"])

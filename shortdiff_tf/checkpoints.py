@@ -93,7 +93,9 @@ def newest_complete(directory, found=None):
     found = complete(directory) if found is None else found
     if found:
         return found[-1][1]
-    leftovers = sorted(p.name for p in Path(directory).glob("ckpt-*")) if Path(directory).is_dir() else []
+    # a write in progress (ckpt-N_temp) is no checkpoint yet; a writer removes a killed one first (``recover``)
+    leftovers = (sorted(p.name for p in Path(directory).glob("ckpt-*") if "_temp" not in p.name)
+                 if Path(directory).is_dir() else [])
     if leftovers:
         raise ValueError(f"{directory} holds checkpoint files ({', '.join(leftovers[:3])}) but no complete "
                          f"checkpoint; move them away to start the run over")
@@ -120,6 +122,23 @@ def recover(directory, log=print):
     return newest
 
 
+def remove_from(directory, step: int) -> list:
+    """Delete the checkpoints ``ckpt-N`` with N >= ``step`` (a diverged run's) and point the index
+    at the newest one left.  -> the names removed."""
+    directory = Path(directory)
+    found = complete(directory)
+    gone = [(n, p) for n, p in found if n >= step]
+    for _, prefix in gone:
+        for f in directory.glob(f"{Path(prefix).name}.*"):
+            f.unlink(missing_ok=True)
+    left = [p for n, p in found if n < step]
+    if left:
+        write_index(directory, left)
+    else:
+        (directory / "checkpoint").unlink(missing_ok=True)
+    return [Path(p).name for _, p in gone]
+
+
 def _indexed(directory: Path):
     """The checkpoint the ``checkpoint`` index names, or None when it is missing or unreadable."""
     try:
@@ -140,14 +159,36 @@ def write_index(directory, prefixes) -> None:
     atomic_write_text(Path(directory) / "checkpoint", "\n".join(lines) + "\n")
 
 
+def save(manager: tf.train.CheckpointManager, step: int) -> str:
+    """``manager.save`` at ``step``; a full disk is an OSError(ENOSPC) naming the folder, and the
+    half-written ``ckpt-N_temp`` it left is removed at once."""
+    import errno
+    try:
+        return manager.save(checkpoint_number=step)
+    except tf.errors.OpError as err:
+        if "No space left on device" not in str(err):
+            raise
+        for temp in Path(manager.directory).glob(f"ckpt-{step}_temp*"):
+            shutil.rmtree(temp, ignore_errors=True) if temp.is_dir() else temp.unlink()
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(manager.directory) / f"ckpt-{step}")) from None
+
+
 def all_finite(variables) -> bool:
     """True when every value of every variable is finite (checked before a checkpoint is written)."""
     checks = [tf.reduce_all(tf.math.is_finite(v)) for v in variables if tf.as_dtype(v.dtype).is_floating]
     return bool(tf.reduce_all(tf.stack(checks))) if checks else True          # one read from the device
 
 
-def restore(ckpt: tf.train.Checkpoint, path: str, partial: bool = False):
-    """Restore or raise a one-line ValueError naming the checkpoint and the fix."""
+class CheckpointGone(Exception):
+    """A checkpoint disappeared while it was being read (a writer beside the reader rotated it)."""
+
+
+READ_TRIES = 5               # a reader beside a writer that rotates checkpoints tries this many
+
+
+def restore(ckpt: tf.train.Checkpoint, path: str, partial: bool = False, what: str = "run"):
+    """Restore or raise: ``CheckpointGone`` when its files vanished meanwhile, else a one-line
+    ValueError naming the checkpoint and a fix that works (``what``: "run" or "prior")."""
     try:
         status = ckpt.restore(path)
         if partial:
@@ -156,6 +197,47 @@ def restore(ckpt: tf.train.Checkpoint, path: str, partial: bool = False):
             status.assert_existing_objects_matched()
         return status
     except Exception as err:  # noqa: BLE001  (corrupt files raise OpError, IndexError, ValueError, ...)
+        if not Path(f"{path}.index").exists():
+            raise CheckpointGone(path) from None
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot restore checkpoint {path}: it is corrupt or from another model ({first}); "
-                         f"delete it to fall back to an earlier one, or train a new run") from None
+        raise ValueError(f"cannot restore checkpoint {path}: {_restore_fix(path, what)} ({first})") from None
+
+
+def _restore_fix(path: str, what: str) -> str:
+    """Why a readable-looking checkpoint did not restore, and what to do."""
+    refit = "refit the prior with `shortdiff fit-prior` (after deleting its folder)" if what == "prior" else \
+        "train a new run, or restore the run's own config.json"
+    try:
+        reader = tf.train.load_checkpoint(path)
+        names = set(n for n, _ in tf.train.list_variables(path))
+        for name in names:                           # the error path only: every value must read
+            reader.get_tensor(name)
+    except Exception:  # noqa: BLE001
+        return "it is unreadable (damaged); delete it to fall back to an earlier checkpoint" if _earlier(path) \
+            else f"it is unreadable (damaged) and there is no earlier one; {refit}"
+    earlier = _earlier(path)
+    if earlier and set(n for n, _ in tf.train.list_variables(earlier)) != names:
+        return f"it does not match this model; delete it to fall back to {Path(earlier).name}"
+    return f"every checkpoint in {Path(path).parent} is from another model (other variables); {refit}"
+
+
+def _earlier(path: str):
+    """The newest complete checkpoint before ``path`` in its folder, or None."""
+    found = [p for n, p in complete(Path(path).parent) if p != path and n < int(path.rsplit("-", 1)[1])]
+    return found[-1] if found else None
+
+
+def restore_newest(ckpt: tf.train.Checkpoint, directory, partial: bool = False, what: str = "run"):
+    """Restore the newest complete checkpoint of ``directory``; if a writer rotates it away while it
+    is read, the new newest, up to ``READ_TRIES`` times.  -> its prefix, or None for none."""
+    for _ in range(READ_TRIES):
+        path = newest_complete(directory)
+        if path is None:
+            return None
+        try:
+            restore(ckpt, path, partial, what)
+            return path
+        except CheckpointGone:
+            continue
+    raise ValueError(f"the checkpoints in {directory} were replaced {READ_TRIES} times while being read; "
+                     f"retry when the writer saves less often (--checkpoint-every)")

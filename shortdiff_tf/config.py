@@ -100,7 +100,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     keep_checkpoints: int = 2
-    sample_grid: int = 16                # EMA samples written to TensorBoard at the end (0: none)
+    sample_grid: int = 16                # EMA samples in each TensorBoard grid (0: none)
+    sample_every: int = 500              # a grid every this many steps, and one at the end (0: at the end only)
     grad_accum: int = 1                  # micro-batches per step: the same update in less memory
     precision: str = "fp32"              # fp32 | bf16 | fp16 (the networks' compute dtype)
     jit: bool = False                    # XLA-compile the train step

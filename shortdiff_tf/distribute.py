@@ -65,6 +65,18 @@ def write_dir(run_dir, strategy: tf.distribute.Strategy) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"shortdiff-{task.task_type}{task.task_id}-"))
 
 
+def any_worker(strategy, signum):
+    """``signum`` (a signal number or None) of the workers of a multi-worker strategy that got
+    one (their mean when they differ): every worker must call this at the same step (a
+    collective of two numbers).  With one machine, ``signum`` itself."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return signum
+    flag = float(signum or 0)
+    value = strategy.run(lambda: tf.stack([tf.constant(flag), tf.constant(float(bool(signum)))]))
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None).numpy()   # (sum of numbers, count)
+    return int(round(total[0] / total[1])) if total[1] else None
+
+
 def replica_count(strategy) -> int:
     """The replicas of ``strategy`` (1 without one)."""
     return strategy.num_replicas_in_sync if strategy is not None else 1

@@ -36,6 +36,14 @@ def atomic_write_json(path, obj, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent))
 
 
+def read_json(path, fix: str):
+    """The JSON object in ``path``; a damaged file is a one-line ValueError naming it and ``fix``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is damaged or unreadable ({type(err).__name__}); {fix}") from None
+
+
 def append_jsonl(path, row: dict) -> None:
     """One JSON object a line, appended."""
     with open(path, "a") as f:

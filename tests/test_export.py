@@ -230,6 +230,10 @@ def test_wrong_inputs_to_a_signature_raise_clear_errors(exported):
         bpd(images=tf.zeros([2, 8, 8, 1], tf.uint8), seed=tf.constant([0, 0, 0]))      # shape
     with pytest.raises(tf.errors.InvalidArgumentError, match="one time per row"):
         m.signatures["score"](x=tf.zeros([2, 8, 8, 1]), t=tf.zeros([3]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x holds no rows; pass at least one"):
+        m.signatures["log_prob"](x=tf.zeros([0, 8, 8, 1]), seed=tf.constant([0, 0]))     # an empty batch
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images holds no rows"):
+        bpd(images=tf.zeros([0, 8, 8, 1], tf.uint8), seed=tf.constant([0, 0]))
 
 
 def test_signatures_refuse_non_finite_and_out_of_range_inputs_at_once(exported):

@@ -8,7 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [                                  # lowest first; the first part of the dotted module name
-    ("foundations", {"seeds", "registry", "files", "stats", "progress", "bits", "runlock", "hints", "pixels"}),
+    ("foundations", {"seeds", "registry", "files", "stats", "progress", "bits", "runlock", "hints", "pixels", "preemption",
+                     "divergence"}),
     ("distributions", {"priors"}),
     ("data", {"toy", "data", "pipeline", "streaming", "images"}),
     ("SDE", {"sde", "timesteps"}),

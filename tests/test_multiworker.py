@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from shortdiff_tf import checkpoints
 from shortdiff_tf.app.runs import load_run
 
 TRAIN = ["train", "--dataset", "gmm2d", "--T", "0.5", "--steps", "4", "--batch-size", "32", "--width", "16",
@@ -87,19 +88,37 @@ def test_only_the_chief_writes_the_run_directory(runs):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]                    # one writer, not two
 
 
-def test_workers_resume_from_the_chiefs_checkpoint(runs):
-    """Both workers restarted with more steps continue from step 4 (the chief's checkpoint)."""
+def test_workers_resume_from_the_chiefs_checkpoint_and_stop_together_on_sigterm(runs):
+    """Both workers restarted with a larger budget continue from step 4 (the chief's checkpoint);
+    SIGTERM to the chief alone stops both at the same step (they agree at a log step): the chief
+    saves that step, the other worker says the chief saved it, both exit with status 75."""
+    import signal
+    import time
     root, _, _ = runs
-    global TRAIN
-    saved = TRAIN
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    args = [a if a != "4" else "100000" for a in TRAIN[:-1]]                 # no --json
+    procs = []
     try:
-        TRAIN = [a if a != "4" else "6" for a in saved]
-        w0, w1 = run_workers(root / "multi")
+        for i in range(2):
+            tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
+            cmd, env = shortdiff(*args, "--strategy", "multiworker", "--workdir", root / "multi",
+                                 env={"TF_CONFIG": tf_config})
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        metrics = root / "multi" / "metrics.jsonl"
+        start = time.time()
+        while time.time() - start < TIMEOUT and len(metrics.read_text().splitlines()) < 10:
+            time.sleep(0.05)
+        procs[0].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
     finally:
-        TRAIN = saved
-    assert w0["step"] == w1["step"] == 6 and w0["weights_digest"] == w1["weights_digest"]
-    rows = [json.loads(line) for line in (root / "multi" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [75, 75], [err[-2000:] for _, err in outs]
+    assert "from step 4 to 100000" in outs[0][0]
+    step = int(checkpoints.latest(root / "multi").rsplit("-", 1)[1])
+    assert f"saved ckpt-{step} (step {step})" in outs[0][1] and f"the chief saved the checkpoint of step {step}" in outs[1][1]
+    rows = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert rows == list(range(1, step + 1))
 
 
 def test_multiworker_without_tf_config_is_a_one_line_error(tmp_path):

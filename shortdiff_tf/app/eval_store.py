@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -27,10 +28,12 @@ FIELDS = ("x_T", "delta_logp")
 
 
 class EvalStore:
-    def __init__(self, run_dir, settings: dict):
+    """The batches of one evaluation under ``root`` (RUN/evaluations, or ``--store DIR``)."""
+
+    def __init__(self, root, settings: dict, log=print):
         text = json.dumps(settings, sort_keys=True)
-        self.settings = settings
-        self.dir = Path(run_dir) / "evaluations" / hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.settings, self.log = settings, log
+        self.dir = Path(root) / hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def open(self) -> "EvalStore":
         atomic_write_json(self.dir / "settings.json", self.settings)
@@ -41,8 +44,8 @@ class EvalStore:
 
     def load(self, repeat: int, start: int, est: likelihood.LikelihoodEstimator
              ) -> Optional[likelihood.LogLikelihood]:
-        """The stored batch as ``est`` would return it, or None; an unreadable file counts as
-        missing (it is recomputed)."""
+        """The stored batch as ``est`` would return it, or None; a damaged or empty file is reported
+        and counts as missing (it is recomputed and rewritten)."""
         path = self._path(repeat, start)
         if not path.exists():
             return None
@@ -50,7 +53,8 @@ class EvalStore:
             with np.load(path) as f:
                 a = {k: tf.constant(f[k]) for k in FIELDS}
                 nfe = int(f["nfe"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            self.log(f"{path} is damaged ({type(err).__name__}); computing that batch again")
             return None
         prior_logp = tf.cast(est.prior.log_prob(a["x_T"]), a["delta_logp"].dtype)
         return likelihood.LogLikelihood(prior_logp + a["delta_logp"], prior_logp, a["delta_logp"], a["x_T"],

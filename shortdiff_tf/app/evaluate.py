@@ -13,6 +13,7 @@ import tensorflow as tf
 from shortdiff_tf import data as data_lib, pixels, distribute, elbo as elbo_lib, likelihood
 from shortdiff_tf.app.eval_store import EvalStore
 from shortdiff_tf.app.runs import load_run, resolve_prior
+from shortdiff_tf.preemption import Preempted, never
 from shortdiff_tf.progress import Progress
 from shortdiff_tf.runlock import RunLock
 from shortdiff_tf.seeds import split
@@ -35,7 +36,7 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
                  seed: int = 0, T: Optional[float] = None, data_dir: Optional[str] = None,
                  prior: str = "auto", progress: bool = False, elbo_draws: int = elbo_lib.DEFAULT_DRAWS,
                  control: str = "optimal", repeats: int = 1, precision: str = "fp32", jit: bool = False,
-                 strategy=None) -> dict:
+                 strategy=None, should_stop=never, store_dir=None, log=lambda *_: None) -> dict:
     """PF-ODE log-likelihood per example (``repeats`` passes of one dequantisation and one
     Hutchinson probe each, averaged per example: ScoreSDE's protocol) with the chosen prior at T
     as the prior term, and the ELBO on the same examples with p_noise (L) and, when the run has
@@ -44,7 +45,8 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     Each finished batch is kept under RUN/evaluations/ (``eval_store``): a rerun resumes.
     ``precision``: the score network's compute dtype; ``jit``: XLA for the ODE's right-hand side.
     ``strategy``: each likelihood batch is split over its replicas, and the ELBO's batches run one
-    per replica."""
+    per replica.  ``store_dir``: where the batches are kept (default RUN/evaluations; another
+    folder for a read-only run)."""
     replicas = distribute.replica_count(strategy)
     if batch_size % replicas:
         raise ValueError(f"--batch-size {batch_size} is not divisible by the {replicas} replicas; "
@@ -59,16 +61,16 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     xs = [pixels.to_model_space(arr, split(s, 0)) for s in seeds]    # one dequantisation per pass
     start = time.perf_counter()
     est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence, jit=jit, strategy=strategy)
-    store = EvalStore(run.run_dir, {"dataset": dataset or run.cfg.data.dataset, "split": split_name,
+    store = EvalStore(store_dir or run.run_dir / "evaluations", {"dataset": dataset or run.cfg.data.dataset, "split": split_name,
                                     "num_examples": len(arr), "batch_size": batch_size, "rtol": rtol, "atol": atol,
                                     "divergence": divergence, "seed": seed, "T": sde.T, "prior": prior_name,
                                     "checkpoint_step": run.step, "data_dir": str(data_dir),
                                     **({} if precision == "fp32" and not jit else {"precision": precision, "jit": jit}),
-                                    **({} if replicas == 1 else {"replicas": replicas})})
+                                    **({} if replicas == 1 else {"replicas": replicas})}, log=log)
     bar = Progress(len(arr) * repeats, enabled=progress, unit=" examples")
     with RunLock(store.dir / ".lock", "shortdiff evaluate"):
         store.open()
-        done = [likelihood_pass(est, xs[r], seeds[r], r, batch_size, store, bar) for r in range(repeats)]
+        done = [likelihood_pass(est, xs[r], seeds[r], r, batch_size, store, bar, should_stop) for r in range(repeats)]
     bar.close()
     passes = [d[0] for d in done]
     parts = [p for ps in passes for p in ps]
@@ -101,11 +103,14 @@ def repeat_seed(seed, r: int):
     return seed if r == 0 else split(seed, 2**20 + r)
 
 
-def likelihood_pass(est, x, seed, repeat: int, batch_size: int, store: EvalStore, bar) -> list:
+def likelihood_pass(est, x, seed, repeat: int, batch_size: int, store: EvalStore, bar, should_stop=never) -> list:
     """One probe per example of the dequantised ``x``, batch by batch; stored batches are loaded,
-    new ones are stored as they finish.  -> (batches, how many were loaded)."""
+    new ones are stored as they finish; a signal (``should_stop``) stops it between batches.
+    -> (batches, how many were loaded)."""
     n, parts, loaded, start = int(x.shape[0]), [], 0, time.perf_counter()
     for i in range(0, n, batch_size):
+        if should_stop():
+            raise Preempted(should_stop(), f"every finished batch is in {store.dir}; rerun the same command to resume")
         ll = store.load(repeat, i, est)
         loaded += ll is not None
         if ll is None:

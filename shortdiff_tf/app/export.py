@@ -42,6 +42,7 @@ from shortdiff_tf import bits, pixels, likelihood, samplers
 from shortdiff_tf.app import warmup
 from shortdiff_tf.app.runs import Run, load_run, resolve_prior
 from shortdiff_tf.prior_fit import store
+from shortdiff_tf.runlock import RunLock, RunLockedError
 from shortdiff_tf.seeds import as_seed, split
 
 SAMPLERS = tuple(samplers.PRESETS)                       # em, pc, ode, heun, dpm2m
@@ -119,14 +120,14 @@ class ServingModule(tf.Module):
         return out
 
     def log_prob(self, x, seed):
-        x, seed = _finite(_checked(x, (None,) + self._shape, "x"), "x"), _checked(seed, (2,), "seed")
+        x, seed = _finite(_rows(x, self._shape, "x"), "x"), _checked(seed, (2,), "seed")
         _, prior_logp, delta, nfe = self._estimator.terms(x, seed)
         return {"log_prob": prior_logp + delta, "prior_logp": prior_logp, "delta_logp": delta,
                 "nfe": tf.cast(nfe, tf.int32)}
 
     def bpd(self, images, seed):
         """bits/dim = -(log nu(x_T) + delta) / (D ln 2) + offset of the dequantised images."""
-        images, seed = _checked(images, (None,) + self._shape, "images"), _checked(seed, (2,), "seed")
+        images, seed = _rows(images, self._shape, "images"), _checked(seed, (2,), "seed")
         x = pixels.to_model_space(images, split(seed, 0))
         _, prior_logp, delta, nfe = self._estimator.terms(x, split(seed, 1))
         dim = math.prod(self._shape)
@@ -137,7 +138,7 @@ class ServingModule(tf.Module):
                 "nfe": tf.cast(nfe, tf.int32)}
 
     def score(self, x, t):
-        x, t = _finite(_checked(x, (None,) + self._shape, "x"), "x"), _checked(t, (None,), "t")
+        x, t = _finite(_rows(x, self._shape, "x"), "x"), _checked(t, (None,), "t")
         in_range = f"t must be in [eps, T] = [{self._eps:g}, {self._T:g}]"
         checks = [tf.debugging.assert_equal(tf.shape(t)[0], tf.shape(x)[0], message="t must have one time per row of x"),
                   tf.debugging.assert_greater_equal(t, self._eps, message=in_range),
@@ -177,6 +178,14 @@ def _finite(x, name):
     return tf.debugging.assert_all_finite(x, f"{name} holds NaN or infinite values; pass finite inputs")
 
 
+def _rows(value, shape, name):
+    """A batch [N, *shape] with N >= 1: an empty batch is an InvalidArgumentError naming it."""
+    value = _checked(value, (None,) + tuple(shape), name)
+    check = tf.debugging.assert_positive(tf.shape(value)[0], message=f"{name} holds no rows; pass at least one")
+    with tf.control_dependencies([check]):
+        return tf.identity(value)
+
+
 def _checked(value, shape, name):
     """A runtime shape check: a serving signature's declared shape is not enforced by the loaded
     graph, and a wrong rank would otherwise reach a convolution and abort the process."""
@@ -211,6 +220,22 @@ def _name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", s) or "model"
 
 
+def remove_stale_partials(parent: Path) -> list:
+    """Remove the ``.<name>.partial`` folders of exports that were killed (their ``.lock`` is held
+    by no live process; a running export's is).  -> their names."""
+    removed = []
+    for partial in sorted(Path(parent).glob(".*.partial")):
+        lock = partial.with_name(partial.name + ".lock")
+        try:
+            with RunLock(lock, "shortdiff export (cleaning)"):
+                shutil.rmtree(partial, ignore_errors=True)
+        except RunLockedError:
+            continue
+        lock.unlink(missing_ok=True)
+        removed.append(partial.name)
+    return removed
+
+
 def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optional[float] = None,
                rtol: float = 1e-5, atol: float = 1e-5, log=lambda *_: None) -> dict:
     """Write the SavedModel to ``out`` (or the next version under saved_models/NAME); nothing is
@@ -226,17 +251,21 @@ def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optio
     sigs = module.signatures()
     log(f"writing the SavedModel ({time.perf_counter() - start:.0f} s so far)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    cleaned = remove_stale_partials(out.parent)
+    if cleaned:
+        log(f"removed what killed exports left: {', '.join(cleaned)}")
     tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        # no custom gradients (GroupNorm's closed form): serving computes none, and tracing them
-        # would enlarge the SavedModel and its export time
-        tf.saved_model.save(module, str(tmp), signatures=sigs,
-                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
-        requests = warmup.requests(SAMPLERS, run.shape, T)
-        warmup.write(tmp, requests)
-        tmp.replace(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with RunLock(tmp.with_name(tmp.name + ".lock"), "shortdiff export"):
+        try:
+            # no custom gradients (GroupNorm's closed form): serving computes none, and tracing them
+            # would enlarge the SavedModel and its export time
+            tf.saved_model.save(module, str(tmp), signatures=sigs,
+                                options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+            requests = warmup.requests(SAMPLERS, run.shape, T)
+            warmup.write(tmp, requests)
+            tmp.replace(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    tmp.with_name(tmp.name + ".lock").unlink(missing_ok=True)
     return {"out": str(out), "signatures": sorted(sigs), "warmup_requests": len(requests), "prior": prior_name,
             "T": T, "checkpoint_step": run.step, "seconds": time.perf_counter() - start}

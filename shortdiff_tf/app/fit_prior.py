@@ -18,6 +18,7 @@ from shortdiff_tf import data as data_lib, distribute
 from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.prior_fit import glow, mixtures, store, targets
+from shortdiff_tf.preemption import never
 from shortdiff_tf.runlock import RunLock
 
 
@@ -25,7 +26,7 @@ RESUME_FREE = ("steps", "checkpoint_every", "log_every", "jit")
 
 
 def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, log=print,
-              stop_after: Optional[int] = None) -> dict:
+              stop_after: Optional[int] = None, should_stop=never) -> dict:
     """Fit nu_phi at pcfg.T on the run's training data and store it; -> a summary dict.
     The writer holds ``RUN/prior/.lock`` (score training of the same run may go on beside it)."""
     strategy = strategy or tf.distribute.get_strategy()
@@ -36,9 +37,9 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
         pcfg = dataclasses.replace(pcfg, score_step=run.step)
     check_resumable(run_dir, pcfg)
     if not distribute.is_chief(strategy):
-        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after)
+        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop)
     with RunLock(store.prior_dir(run_dir) / ".lock", "shortdiff fit-prior"):
-        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after)
+        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop)
 
 
 def check_resumable(run_dir, pcfg: PriorConfig) -> None:
@@ -55,17 +56,17 @@ def check_resumable(run_dir, pcfg: PriorConfig) -> None:
                      f"fit a new one")
 
 
-def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_after) -> dict:
+def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_after, should_stop=never) -> dict:
     d = run.cfg.data
     if pcfg.kind == "glow" and pcfg.target == "sde" and data_lib.is_tfds(d.dataset):       # streamed
         return glow.fit_glow(sde, data_lib.tfds_source(d.dataset, "train", d.data_dir), run.shape, pcfg, run_dir,
-                             strategy, progress, log, stop_after)
+                             strategy, progress, log, stop_after, should_stop)
     array = data_lib.load(d.dataset, "train", d.data_dir).array
     if pcfg.target == "ode" and pcfg.kind != "glow":                # the closed forms fit num_fit_samples points
         array = array[: pcfg.num_fit_samples]
     source = _ode_targets(run, sde, pcfg, array, run_dir, log) if pcfg.target == "ode" else array
     if pcfg.kind == "glow":
-        return glow.fit_glow(sde, source, run.shape, pcfg, run_dir, strategy, progress, log, stop_after)
+        return glow.fit_glow(sde, source, run.shape, pcfg, run_dir, strategy, progress, log, stop_after, should_stop)
     return _fit_closed_form(sde, source, pcfg, run_dir)
 
 

@@ -44,14 +44,13 @@ def load_run(run_dir, precision: str = "fp32") -> Run:
         raise FileNotFoundError(f"run directory {run_dir} does not exist; train one with "
                                 f"`{hints.train_command(run_dir)}`")
     cfg = RunConfig.load(run_dir)
-    path = checkpoints.latest(run_dir)
-    if path is None:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint yet; run `shortdiff train --workdir {run_dir}` first")
     net = networks.build_score_net(cfg.model, cfg.data.shape, precision)
     ema = checkpoints.EMA(net.trainable_variables, cfg.train.ema_decay)
     step = tf.Variable(0, dtype=tf.int64)
     ckpt = tf.train.Checkpoint(params=checkpoints.variable_dict(net.variables), ema=ema, step=step)
-    checkpoints.restore(ckpt, path, partial=True)
+    path = checkpoints.restore_newest(ckpt, checkpoints.checkpoint_dir(run_dir), partial=True)  # beside a writer too
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint yet; run `shortdiff train --workdir {run_dir}` first")
     ema.copy_to(net.trainable_variables)
     return Run(cfg, run_dir, net, int(step.numpy()), path, precision)
 

@@ -22,11 +22,12 @@ from shortdiff_tf import checkpoints, distribute, optim, pipeline, streaming
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.files import append_jsonl, truncate_jsonl
 from shortdiff_tf.prior_fit import store
+from shortdiff_tf.preemption import Preempted, never
 from shortdiff_tf.progress import Progress
 
 
 def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress: bool = True, log=print,
-             stop_after: Optional[int] = None) -> dict:
+             stop_after: Optional[int] = None, should_stop=never) -> dict:
     """Fit (or resume fitting) a Glow prior on ``source`` (uint8 data or ODE targets in memory, or
     a TFDS stream) at sde.T."""
     out = store.prior_dir(run_dir)
@@ -41,13 +42,14 @@ def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress:
               else checkpoints.newest_complete(out / "checkpoints"))
     manager = tf.train.CheckpointManager(ckpt, str(write / "checkpoints"), max_to_keep=2)
     if latest:
-        checkpoints.restore(ckpt, latest)
+        checkpoints.restore(ckpt, latest, what="prior")
     if write == out:
         store.save_config(run_dir, pcfg)
         truncate_jsonl(out / "metrics.jsonl", int(step.numpy()))
     step_fn = _make_step(prior, opt, step, pcfg, strategy)
     try:
-        result = _loop(prior, opt, step, manager, step_fn, batches, pcfg, write, progress, log, stop_after)
+        result = _loop(prior, opt, step, manager, step_fn, batches, pcfg, write, progress, log, stop_after,
+                       should_stop, strategy)
     finally:
         if write != out:
             shutil.rmtree(write, ignore_errors=True)
@@ -111,13 +113,15 @@ def _make_step(prior, opt, step, pcfg: PriorConfig, strategy):
     return fn
 
 
-def _loop(prior, opt, step, manager, step_fn, batches, pcfg, out: Path, progress, log, stop_after):
+def _loop(prior, opt, step, manager, step_fn, batches, pcfg, out: Path, progress, log, stop_after, should_stop,
+          strategy):
     begin = int(step.numpy())
     stop = pcfg.steps if stop_after is None else min(pcfg.steps, begin + stop_after)
     log(f"fitting a Glow prior ({sum(int(tf.size(v)) for v in prior.trainable_variables):,} parameters) at "
         f"T={pcfg.T:g} on the {pcfg.target} target, steps {begin} to {stop}")
     bar, t0 = Progress(stop, begin, enabled=progress), time.perf_counter()
-    good, restores, loss = _snapshot(prior, opt), 0, float("nan")
+    good, restores, loss, signum = _snapshot(prior, opt), 0, float("nan"), None
+    multi = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     try:
         for i, x in zip(range(begin, stop), batches(begin, stop)):
             loss = float(step_fn(x))
@@ -134,13 +138,20 @@ def _loop(prior, opt, step, manager, step_fn, batches, pcfg, out: Path, progress
                                                      "wall_time": time.perf_counter() - t0, "restores": restores})
                 bar.update(i + 1, f"nll {loss:.4f} nats/dim")
             if (i + 1) % pcfg.checkpoint_every == 0 and checkpoints.all_finite(_variables(prior, opt)):
-                manager.save(checkpoint_number=i + 1)
+                checkpoints.save(manager, i + 1)
+            logged = (i + 1) % pcfg.log_every == 0 or i + 1 == stop
+            signum = distribute.any_worker(strategy, should_stop()) if (logged or not multi) else None
+            if signum:
+                break
     finally:
         final = int(step.numpy())
         if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{final}"):
             if checkpoints.all_finite(_variables(prior, opt)):
-                manager.save(checkpoint_number=final)
+                checkpoints.save(manager, final)
         bar.close()
+    if signum:
+        raise Preempted(int(signum), f"saved {Path(manager.latest_checkpoint).name} (step {final}) in "
+                                     f"{Path(manager.directory)}; rerun the same command to resume")
     log(f"fitted to step {final}: {loss:.4f} nats/dim ({loss / math.log(2.0):.4f} bits/dim at T)")
     return {"kind": "glow", "T": pcfg.T, "target": pcfg.target, "step": final, "nll_per_dim": loss,
             "restores": restores, "seconds": time.perf_counter() - t0}

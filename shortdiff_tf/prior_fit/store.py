@@ -97,8 +97,8 @@ def load_prior(run_dir, shape) -> Optional[Tuple[object, PriorConfig]]:
     import tensorflow as tf
     from shortdiff_tf import checkpoints
     prior = build_glow(pcfg, shape)
-    path = checkpoints.newest_complete(out / "checkpoints")       # also through a damaged index
+    path = checkpoints.restore_newest(tf.train.Checkpoint(prior=prior), out / "checkpoints", partial=True,
+                                      what="prior")                       # also through a damaged index
     if path is None:
         raise FileNotFoundError(f"{out} has no Glow checkpoint; refit it with `shortdiff fit-prior`")
-    checkpoints.restore(tf.train.Checkpoint(prior=prior), path, partial=True)
     return prior, pcfg

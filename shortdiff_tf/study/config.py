@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from shortdiff_tf.files import atomic_write_json
+from shortdiff_tf.files import atomic_write_json, read_json
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SAMPLERS = ("em", "pc", "ode", "heun", "dpm2m")        # samplers.PRESETS (tested); no TensorFlow here
@@ -63,7 +63,7 @@ class StudyConfig:
         """Write study.config.json; a rerun in the same directory must ask for the same study."""
         path = Path(study_dir) / "study_config.json"
         if path.exists():
-            saved = json.loads(path.read_text())
+            saved = read_json(path, f"delete it (or all of {study_dir}) to start the study over")
             mine = json.loads(json.dumps(dataclasses.asdict(self)))
             default = json.loads(json.dumps(dataclasses.asdict(StudyConfig())))    # fields added since
             diff = {k: (saved.get(k, default[k]), v) for k, v in mine.items()

@@ -12,7 +12,6 @@ run itself is never written to.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -24,9 +23,10 @@ from shortdiff_tf import checkpoints, data as data_lib, pixels, extractors, qual
 from shortdiff_tf.app import sample
 from shortdiff_tf.app.evaluate import evaluate_run
 from shortdiff_tf.app.fit_prior import fit_prior
+from shortdiff_tf.preemption import never
 from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.config import PriorConfig, RunConfig
-from shortdiff_tf.files import atomic_write_json
+from shortdiff_tf.files import atomic_write_json, read_json
 from shortdiff_tf.study.config import StudyConfig
 
 POINT_FILE = "study_point.json"
@@ -61,7 +61,7 @@ def check_reusable(run_dir, T_grid) -> None:
 
 
 def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log=print,
-                progress: bool = False, strategy=None) -> dict:
+                progress: bool = False, strategy=None, should_stop=never) -> dict:
     """One T of the image study: each stage is logged as it starts, with a progress line per
     Glow step, likelihood batch and sampler evaluation when ``progress``.  ``reference()``: the FID
     reference (``fid_reference``; called only when ``extractor`` is set).  ``strategy``: the
@@ -70,24 +70,24 @@ def image_point(cfg: StudyConfig, study_dir, T: float, extractor, reference, log
     view = make_view(cfg.reuse_score, study_dir, T)
     done = view / POINT_FILE
     if done.exists():
-        return json.loads(done.read_text())
+        return read_json(done, "delete it and rerun the study to measure that point again")
     start = time.perf_counter()
     # fits, resumes an interrupted Glow, or finds it finished
     pcfg = PriorConfig(kind=cfg.prior, T=T, steps=cfg.prior_steps, hidden=cfg.glow_hidden,
                        steps_per_level=cfg.glow_steps_per_level)
-    fit_prior(view, pcfg, progress=progress, log=log)
+    fit_prior(view, pcfg, progress=progress, log=log, should_stop=should_stop)
     result = {"T": T, "seed": 0, "prior_kind": cfg.prior, "prior_seconds": time.perf_counter() - start}
-    result.update(_measure(cfg, view, T, extractor, reference, log, progress, strategy))
+    result.update(_measure(cfg, view, T, extractor, reference, log, progress, strategy, should_stop))
     atomic_write_json(done, result)
     return result
 
 
 def _measure(cfg: StudyConfig, view: Path, T: float, extractor, reference, log=print, progress=False,
-             strategy=None) -> dict:
+             strategy=None, should_stop=never) -> dict:
     """Bits/dim of both priors from one set of PF-ODE solves, then each prior's samples."""
     log(f"T={T:g}: bits/dim of {cfg.num_examples} test images by the PF-ODE (both priors)")
     ev = evaluate_run(view, num_examples=cfg.num_examples, prior="aux", T=T, rtol=cfg.rtol, atol=cfg.atol,
-                      progress=progress, strategy=strategy)
+                      progress=progress, strategy=strategy, should_stop=should_stop)
     out = {"num_examples": ev["num_examples"], "likelihood_nfe": ev["nfe_mean"], "rtol": cfg.rtol, "atol": cfg.atol}
     for prior, lk in (("noise", ev["likelihood_noise"]), ("aux", ev["likelihood"])):
         out.update({f"bpd_{prior}": lk["bpd"], f"bpd_sem_{prior}": lk["bpd_sem"],

@@ -19,17 +19,20 @@ from typing import Optional
 
 from shortdiff_tf import networks, toy
 from shortdiff_tf.app.runs import load_run
-from shortdiff_tf.files import atomic_write_text
+from shortdiff_tf.files import atomic_write_text, read_json
+from shortdiff_tf.preemption import Preempted, never
 from shortdiff_tf.runlock import RunLock
 from shortdiff_tf.study import images, optimal_T, plots, summary, toy_grid
 from shortdiff_tf.study.config import StudyConfig
 
 
 def run_study(cfg: StudyConfig, study_dir, optimize: Optional[str] = None, optimize_steps: int = 2000,
-              log=print, progress: bool = False, strategy=None) -> dict:
+              log=print, progress: bool = False, strategy=None, should_stop=never) -> dict:
     """Run (or resume) the study; -> the study.json report.  ``progress``: progress lines (stderr)
     within each image point's Glow fit, likelihood batches and sampling.  ``strategy``: images only,
-    the likelihood, sampling and FID features of each point split over its replicas."""
+    the likelihood, sampling and FID features of each point split over its replicas.
+    ``should_stop()`` (a signal) stops it between points, or within an image point's Glow fit or
+    likelihood batches, everything finished kept (``Preempted``)."""
     study_dir = Path(study_dir)
     is_toy = cfg.dataset in toy.TOY.names()
     if not is_toy and cfg.reuse_score is None:
@@ -40,21 +43,22 @@ def run_study(cfg: StudyConfig, study_dir, optimize: Optional[str] = None, optim
     if optimize and not is_toy:
         raise ValueError("--optimize-T needs the toy data's exact draws; run it with --dataset gmm1d or gmm2d")
     with RunLock(study_dir / ".lock", "shortdiff study"):
-        return _run(cfg, study_dir, is_toy, optimize, optimize_steps, log, progress, strategy)
+        return _run(cfg, study_dir, is_toy, optimize, optimize_steps, log, progress, strategy, should_stop)
 
 
 def _run(cfg: StudyConfig, study_dir: Path, is_toy: bool, optimize, optimize_steps: int, log,
-         progress: bool = False, strategy=None) -> dict:
+         progress: bool = False, strategy=None, should_stop=never) -> dict:
     cfg.save(study_dir)
     start = time.perf_counter()
-    points = _toy_points(cfg, study_dir, log) if is_toy else _image_points(cfg, study_dir, log, progress, strategy)
+    points = (_toy_points(cfg, study_dir, log, should_stop) if is_toy
+              else _image_points(cfg, study_dir, log, progress, strategy, should_stop))
     table = summary.by_T(points)
     report = {"config": dataclasses.asdict(cfg), "points": points,
               "summary": {str(T): v for T, v in table.items()},
               "grid_optimum": _grid_optima(table)}
     if optimize:
         _write_json(study_dir / f"optimize_T-{optimize}.json", _optimize(cfg, study_dir, optimize, optimize_steps, log))
-    found = {m: json.loads((study_dir / f"optimize_T-{m}.json").read_text()) for m in optimal_T.MODES
+    found = {m: read_json(study_dir / f"optimize_T-{m}.json", "delete it and rerun with --optimize-T") for m in optimal_T.MODES
              if (study_dir / f"optimize_T-{m}.json").exists()}
     if found:
         report["optimize_T"] = found
@@ -82,25 +86,33 @@ def _line(p: dict, fields) -> str:
     return ", ".join(parts) + " (p_noise / aux)" + fid
 
 
-def _toy_points(cfg, study_dir, log) -> list:
+def _stop_between_points(study_dir: Path, should_stop) -> None:
+    signum = should_stop()
+    if signum:
+        raise Preempted(signum, f"every finished point is in {study_dir}; rerun the same command to resume")
+
+
+def _toy_points(cfg, study_dir, log, should_stop=never) -> list:
     points = []
     for T in cfg.T_grid:
         for seed in range(cfg.seeds):
+            _stop_between_points(study_dir, should_stop)
             p = toy_grid.run_point(cfg, study_dir, T, seed, log=lambda *a, **k: None)
             log(f"T={T:<4g} seed {seed}: " + _line(p, TOY_LINE))
             points.append(p)
     return points
 
 
-def _image_points(cfg, study_dir, log, progress=False, strategy=None) -> list:
+def _image_points(cfg, study_dir, log, progress=False, strategy=None, should_stop=never) -> list:
     from shortdiff_tf import extractors
     extractor = extractors.load_extractor(cfg.extractor) if cfg.extractor else None
     # the reference's features are computed at their first use, once (a finished study needs none)
     reference = functools.cache(lambda: images.fid_reference(cfg.reuse_score, cfg.fid_stats, extractor, strategy))
     points = []
     for T in cfg.T_grid:
+        _stop_between_points(study_dir, should_stop)
         p = images.image_point(cfg, study_dir, T, extractor, reference, log=log, progress=progress,
-                               strategy=strategy)
+                               strategy=strategy, should_stop=should_stop)
         log(f"T={T:<4g}: " + _line(p, IMAGE_LINE))
         points.append(p)
     return points

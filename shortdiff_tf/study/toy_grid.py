@@ -15,7 +15,6 @@ the auxiliary model's effective number of components (Fig. 4), and NFE of both s
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import tensorflow as tf
 from shortdiff_tf import config as config_lib, elbo as elbo_lib, likelihood, samplers, toy
 from shortdiff_tf.app import fit_prior, train
 from shortdiff_tf.app.runs import load_run
-from shortdiff_tf.files import atomic_write_json
+from shortdiff_tf.files import atomic_write_json, read_json
 from shortdiff_tf.prior_fit import mixtures, store
 from shortdiff_tf.seeds import split
 from shortdiff_tf.stats import standard_error
@@ -58,7 +57,7 @@ def run_point(cfg: StudyConfig, study_dir, T: float, seed: int, log=print) -> di
     run_dir = point_dir(study_dir, T, seed)
     done = run_dir / POINT_FILE
     if done.exists():
-        return json.loads(done.read_text())
+        return read_json(done, "delete it and rerun the study to measure that point again")
     start = time.perf_counter()
     train.train(run_config(cfg, T, seed), run_dir, progress=False, log=log)
     train_seconds = time.perf_counter() - start
