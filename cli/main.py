@@ -10,7 +10,7 @@ import os
 
 import click
 
-from cli import commands, quiet, study
+from cli import commands, import_command, quiet, study
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -32,3 +32,4 @@ def cli(verbose):
 commands.register(cli)
 cli.add_command(study.study)
 cli.add_command(study.train_classifier)
+cli.add_command(import_command.import_command)

@@ -197,10 +197,20 @@ def restore(ckpt: tf.train.Checkpoint, path: str, partial: bool = False, what: s
             status.assert_existing_objects_matched()
         return status
     except Exception as err:  # noqa: BLE001  (corrupt files raise OpError, IndexError, ValueError, ...)
-        if not Path(f"{path}.index").exists():
+        if _vanished(path, err):
             raise CheckpointGone(path) from None
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot restore checkpoint {path}: {_restore_fix(path, what)} ({first})") from None
+        fix = _restore_fix(path, what)
+        if _vanished(path, err):                          # removed while the fix was being worked out
+            raise CheckpointGone(path) from None
+        raise ValueError(f"cannot restore checkpoint {path}: {fix} ({first})") from None
+
+
+def _vanished(path: str, err: BaseException) -> bool:
+    """The checkpoint (or one of its files) is gone, as a writer's rotation removes it, rather
+    than damaged: no longer among the complete checkpoints, or its files not found."""
+    missing = isinstance(err, tf.errors.NotFoundError) or "Failed to find any matching files" in str(err)
+    return missing or path not in [p for _, p in complete(Path(path).parent)]
 
 
 def _restore_fix(path: str, what: str) -> str:
@@ -216,7 +226,11 @@ def _restore_fix(path: str, what: str) -> str:
         return "it is unreadable (damaged); delete it to fall back to an earlier checkpoint" if _earlier(path) \
             else f"it is unreadable (damaged) and there is no earlier one; {refit}"
     earlier = _earlier(path)
-    if earlier and set(n for n, _ in tf.train.list_variables(earlier)) != names:
+    try:
+        other = set(n for n, _ in tf.train.list_variables(earlier)) if earlier else names
+    except Exception:  # noqa: BLE001  (rotated away meanwhile)
+        other = names
+    if other != names:
         return f"it does not match this model; delete it to fall back to {Path(earlier).name}"
     return f"every checkpoint in {Path(path).parent} is from another model (other variables); {refit}"
 

@@ -26,7 +26,8 @@ def check_finite(cfg) -> None:
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 EMBEDDINGS = ("fourier", "positional")      # networks.parameterization.EMBEDDINGS (tested)
-SCORE_STDS = ("sde", "discrete")            # networks.parameterization.STDS (tested)
+SCORE_STDS = ("sde", "scoresde", "discrete")  # networks.parameterization.STDS (tested)
+UP_ATTENTION = ("", "every", "last")        # networks.unet.UP_ATTENTION (tested)
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,14 @@ class ModelConfig:
     embedding: str = "fourier"           # fourier: features of log std(t); positional: ScoreSDE's (N - 1) t sinusoids
     skip_rescale: bool = True            # residual sums times 1/sqrt(2) (DDPM++); False: Ho et al.'s DDPM
     norm_groups: int = 0                 # GroupNorm groups (0: min(32, C/4), ScoreSDE's DDPM++ rule)
-    score_std: str = "sde"               # sde: s = net / std(t); discrete: std of the N-step VP chain
+    up_attention: str = ""               # attention on the way up: every block, or the last of a level ("": the layout's)
+    score_std: str = "sde"               # sde: s = net / std(t); scoresde: ScoreSDE's float32 std; discrete: the N-step VP chain's
     num_scales: int = 1000               # N of the positional label (N - 1) t and of the discrete std
 
     def __post_init__(self):
         check_finite(self)
-        for name, value, allowed in (("embedding", self.embedding, EMBEDDINGS), ("score_std", self.score_std, SCORE_STDS)):
+        for name, value, allowed in (("embedding", self.embedding, EMBEDDINGS), ("score_std", self.score_std, SCORE_STDS),
+                                     ("up_attention", self.up_attention, UP_ATTENTION)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
 

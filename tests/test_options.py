@@ -76,6 +76,19 @@ RUNS = [
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x2", "--prior", "noise", "--T", "0.5"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x3", "--prior", "aux"]),
 ]
+FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
+TINY_SCORESDE = ["--set", "model.nf=16", "--set", "model.ch_mult=1,2", "--set", "model.num_res_blocks=1",
+                 "--set", "model.attn_resolutions=8", "--set", "data.image_size=16"]
+for config, folder in (("vp/cifar10_ddpmpp_continuous", "vp_cifar10_ddpmpp_continuous"),
+                       ("vp/cifar10_ddpmpp_deep_continuous", "vp_cifar10_ddpmpp_continuous"),   # deep: more blocks
+                       ("subvp/cifar10_ddpmpp_continuous", "subvp_cifar10_ddpmpp_continuous"),
+                       ("subvp/cifar10_ddpmpp_deep_continuous", "subvp_cifar10_ddpmpp_continuous"),
+                       ("vp/cifar10_ddpmpp", "vp_cifar10_ddpmpp"),
+                       ("vp/ddpm/cifar10_continuous", "vp_ddpm_cifar10_continuous")):
+    sets = [a.replace("model.nf=16", "model.nf=32") for a in TINY_SCORESDE] if "ddpm/" in config else TINY_SCORESDE
+    RUNS.append(("import", [str(FIXTURES / "score_sde" / folder / "checkpoint_8.pth"), "--config", config, *sets,
+                            "--workdir", "{new}", "--json"]))
+RUNS.append(("import", [str(FIXTURES / "diffusers_ddpm-cifar10-32"), "--dataset", "cifar10", "--workdir", "{new}"]))
 # several strategies in one process need a fresh process (MultiWorkerMirroredStrategy comes first)
 STRATEGY_RUNS = [
     ("train", ["--strategy", "multiworker", "--workdir", "{new}", *TINY]),
@@ -86,7 +99,7 @@ STRATEGY_RUNS = [
                   "1e-2", "--elbo-draws", "1"]),
     ("sample", ["--strategy", "mirrored", "--num-samples", "2", "--steps", "2"]),
 ]
-COMMANDS = ("train", "fit-prior", "sample", "evaluate", "export")
+COMMANDS = ("train", "fit-prior", "sample", "evaluate", "export", "import")
 
 
 def documented(command: click.Command):
@@ -118,6 +131,11 @@ def test_the_cli_offers_every_choice_of_the_library():
     assert options.PRECISIONS == list(config.PRECISIONS) and options.STRATEGIES == list(distribute.STRATEGIES)
     assert options.PRESETS == list(config.RUN_PRESETS) and options.PRIOR_PRESETS == list(config.PRIOR_PRESETS)
     assert config.EMBEDDINGS == parameterization.EMBEDDINGS and config.SCORE_STDS == parameterization.STDS
+    from cli import import_command
+    from shortdiff_tf.networks import unet
+    from shortdiff_tf.pretrained import scoresde
+    assert import_command.SCORESDE_CONFIGS == list(scoresde.CONFIGS) and config.UP_ATTENTION == unet.UP_ATTENTION
+    assert sorted(import_command.SETTABLE) == sorted(k for k in scoresde.SETTABLE if k != "data.dataset")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -212,6 +230,11 @@ def check(command: str, args: list, output: str, tmp):
         assert report["kind"] == kind and ("effective_components" in report) == (kind == "dpgmm")
     if command == "export":
         assert (tmp / opts["--out"].rsplit("/", 1)[1] / "saved_model.pb").exists()
+    if command == "import":
+        cfg = json.loads((tmp / "new" / "config.json").read_text())
+        assert cfg["sde"]["T"] == 1.0 and cfg["data"]["shape"] == [16, 16, 3] and (tmp / "new" / "import.json").exists()
+        if report:
+            assert report["config"] == opts["--config"] and report["step"] == 1234
 
 
 @pytest.mark.parametrize("command, args", RUNS, ids=[f"{c}-{i}" for i, (c, _) in enumerate(RUNS)])

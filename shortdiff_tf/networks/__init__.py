@@ -40,7 +40,8 @@ def _unet(cfg, shape):
     return ScoreUNet(image_size=shape[0], channels=shape[2], ch=cfg.ch, ch_mult=cfg.ch_mult,
                      num_res_blocks=cfg.num_res_blocks, attn_resolutions=cfg.attn_resolutions,
                      dropout=cfg.dropout, fourier_scale=cfg.fourier_scale, layout=cfg.layout, embedding=cfg.embedding,
-                     skip_rescale=cfg.skip_rescale, norm_groups=cfg.norm_groups, name="score_unet")
+                     skip_rescale=cfg.skip_rescale, norm_groups=cfg.norm_groups, up_attention=cfg.up_attention,
+                     name="score_unet")
 
 
 def _mlp(cfg, shape):

@@ -52,6 +52,7 @@ def _conv(ch, name, stride=1, zero=False, kernel=3):
 
 
 LAYOUTS = ("ddpm", "ddpmpp")
+UP_ATTENTION = ("", "every", "last")        # "": every block (ddpm), the last block of a level (ddpmpp)
 RESAMPLE = {None: lambda x: x,
             "up": lambda x: ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2),
             "down": lambda x: ops.average_pool(x, 2, 2, "valid")}
@@ -133,7 +134,7 @@ class ScoreUNet(keras.Model):
     def __init__(self, image_size: int, channels: int, ch: int = 64, ch_mult=(1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions=(7,), dropout: float = 0.1,
                  fourier_scale: float = 16.0, layout: str = "ddpm", embedding: str = "fourier",
-                 skip_rescale: bool = True, norm_groups: int = 0, **kw):
+                 skip_rescale: bool = True, norm_groups: int = 0, up_attention: str = "", **kw):
         super().__init__(**kw)
         self.layout, self.embedding = layout, embedding
         self.image_size, self.channels, self.ch = int(image_size), int(channels), int(ch)
@@ -141,6 +142,7 @@ class ScoreUNet(keras.Model):
         self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
         self.dropout, self.fourier_scale = float(dropout), float(fourier_scale)
         self.skip_rescale, self.norm_groups = bool(skip_rescale), int(norm_groups)
+        self.up_attention = up_attention or ("last" if layout == "ddpmpp" else "every")
         self._check()
         # DDPM++ and every positional embedding: ch sinusoids (ScoreSDE, diffusers); ours: 4 ch
         features = self.ch if self.layout == "ddpmpp" or embedding == "positional" else 4 * self.ch
@@ -154,6 +156,8 @@ class ScoreUNet(keras.Model):
     def _check(self):
         if self.image_size < 1 or self.channels < 1 or self.ch < 1 or not self.ch_mult:
             raise ValueError("ScoreUNet needs image_size, channels, ch >= 1 and a non-empty ch_mult")
+        if self.up_attention not in UP_ATTENTION[1:]:
+            raise ValueError(f"unknown up_attention {self.up_attention!r}; choose one of {', '.join(UP_ATTENTION[1:])}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown U-Net layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
         if self.image_size % 2 ** (len(self.ch_mult) - 1):
@@ -182,7 +186,7 @@ class ScoreUNet(keras.Model):
         for i in reversed(range(len(self.ch_mult))):
             res, mult = self._resolutions()[i], self.ch_mult[i]
             for r in range(self.num_res_blocks + 1):
-                attended = res in self.attn_resolutions and (self.layout == "ddpm" or r == self.num_res_blocks)
+                attended = res in self.attn_resolutions and (self.up_attention == "every" or r == self.num_res_blocks)
                 attn = self._attn(f"up_{i}_attn_{r}") if attended else None
                 self.up.append(("res", self._res(self.ch * mult, f"up_{i}_res_{r}"), attn))
             if i > 0:
@@ -228,4 +232,4 @@ class ScoreUNet(keras.Model):
                 "ch": self.ch, "ch_mult": list(self.ch_mult), "num_res_blocks": self.num_res_blocks,
                 "attn_resolutions": list(self.attn_resolutions), "dropout": self.dropout,
                 "fourier_scale": self.fourier_scale, "layout": self.layout, "embedding": self.embedding,
-                "skip_rescale": self.skip_rescale, "norm_groups": self.norm_groups}
+                "skip_rescale": self.skip_rescale, "norm_groups": self.norm_groups, "up_attention": self.up_attention}
