@@ -44,7 +44,7 @@ def _tf_no_space(err: BaseException):
 
 
 def should_stop():
-    """The current command's pre-emption request (``preemption.Preemption.requested``)."""
+    """The current command's pre-emption poll (``preemption.Preemption.poll``)."""
     from shortdiff_tf.preemption import never
     return click.get_current_context().meta.get("should_stop", never)
 
@@ -69,7 +69,7 @@ def friendly(fn=None, *, resumable: bool = True):
         from shortdiff_tf.runlock import RunLockedError
         try:
             with Preemption(immediate=not resumable) as stop:
-                click.get_current_context().meta.update(should_stop=stop.requested, preemption=stop)
+                click.get_current_context().meta.update(should_stop=stop.poll, preemption=stop)
                 return fn(*args, **kwargs)
         except click.ClickException:
             raise

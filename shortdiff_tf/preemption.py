@@ -4,13 +4,13 @@ Slurm, Kubernetes and ``docker stop`` send SIGTERM (Slurm's ``--signal`` can sen
 allow a grace period before SIGKILL.  ``Preemption`` installs handlers for these signals
 explicitly: a process that is PID 1 in a container gets no default action for a signal it has
 no handler for, so without them SIGTERM would do nothing there.  A handler only records the
-signal; the training loops ask ``requested`` after each step, finish it, save a checkpoint and
+signal; the training loops ``poll`` after each step (or each log step on several machines), finish it, save a checkpoint and
 raise ``Preempted``, which the CLI prints in one line with the exit status ``EXIT_PREEMPTED``.
 A second signal of the same kind while the state is being saved is ignored; a second Ctrl-C
 before a safe point is reached stops at once (``KeyboardInterrupt``).
 
     with Preemption() as stop:
-        train(cfg, run, should_stop=stop.requested)
+        train(cfg, run, should_stop=stop.poll)
 """
 from __future__ import annotations
 
@@ -47,6 +47,15 @@ class Preemption:
 
     def requested(self) -> Optional[int]:
         """The signal received, or None."""
+        return self.signum
+
+    def poll(self) -> Optional[int]:
+        """The signal received, or None; first puts the handlers back in place.  TensorFlow's
+        multi-worker runtime installs a C++ SIGTERM handler of its own from a background thread
+        some time after the strategy starts (it swallows the signal); re-arming at every poll
+        means a SIGTERM after the first poll always reaches this object."""
+        if self._previous:
+            self.install()
         return self.signum
 
     def _handle(self, signum, frame):

@@ -5,9 +5,11 @@ Each worker is a `shortdiff train --strategy multiworker` process with its own T
 """
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -21,12 +23,21 @@ TIMEOUT = 300
 
 
 def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    """n ports free now, below the kernel's ephemeral range: a port the kernel hands out (port 0)
+    can be handed to another process's outgoing connection between this test closing it and the
+    worker binding it, and then the workers never meet."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0]) if os.path.exists(
+        "/proc/sys/net/ipv4/ip_local_port_range") else 32768
+    ports, rng = [], random.Random(os.getpid() ^ time.time_ns())
+    while len(ports) < n:
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
     return ports
 
 
@@ -39,21 +50,40 @@ def last_json(text):
     return json.loads(text.strip().splitlines()[-1])
 
 
-def run_workers(workdir, n=2):
+def start_workers(workdir, args, n=2):
+    """n worker processes; their output goes to files beside the run (a pipe nobody reads while
+    the test waits would fill and stop a worker, and with it every worker in the collective)."""
     hosts = [f"127.0.0.1:{p}" for p in free_ports(n)]
     procs = []
+    for i in range(n):
+        tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
+        cmd, env = shortdiff(*args, "--strategy", "multiworker", "--workdir", workdir, env={"TF_CONFIG": tf_config})
+        logs = [open(f"{workdir}.worker{i}.{name}", "w+") for name in ("out", "err")]
+        procs.append((subprocess.Popen(cmd, env=env, stdout=logs[0], stderr=logs[1], text=True), logs))
+    return procs
+
+
+def finish_workers(procs, timeout=TIMEOUT):
+    """Wait for the workers (all killed if one overruns); -> [(returncode, stdout, stderr)]."""
+    deadline, outs = time.time() + timeout, []
     try:
-        for i in range(n):
-            tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
-            cmd, env = shortdiff(*TRAIN, "--strategy", "multiworker", "--workdir", workdir, env={"TF_CONFIG": tf_config})
-            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+        for p, _ in procs:
+            p.wait(timeout=max(1.0, deadline - time.time()))
     finally:
-        for p in procs:
+        for p, logs in procs:
             p.kill()
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    return [last_json(out) for out, _ in outs]
+            p.wait()
+            outs.append((p.returncode, *(f.seek(0) or f.read() for f in logs)))
+            for f in logs:
+                f.close()
+    return outs
+
+
+def run_workers(workdir, n=2):
+    outs = finish_workers(start_workers(workdir, TRAIN, n))
+    for code, _, err in outs:
+        assert code == 0, err[-3000:]
+    return [last_json(out) for _, out, _ in outs]
 
 
 @pytest.fixture(scope="module")
@@ -93,27 +123,20 @@ def test_workers_resume_from_the_chiefs_checkpoint_and_stop_together_on_sigterm(
     SIGTERM to the chief alone stops both at the same step (they agree at a log step): the chief
     saves that step, the other worker says the chief saved it, both exit with status 75."""
     import signal
-    import time
     root, _, _ = runs
-    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
     args = [a if a != "4" else "100000" for a in TRAIN[:-1]]                 # no --json
-    procs = []
+    procs = start_workers(root / "multi", args)
+    metrics, start = root / "multi" / "metrics.jsonl", time.time()
     try:
-        for i in range(2):
-            tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
-            cmd, env = shortdiff(*args, "--strategy", "multiworker", "--workdir", root / "multi",
-                                 env={"TF_CONFIG": tf_config})
-            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        metrics = root / "multi" / "metrics.jsonl"
-        start = time.time()
-        while time.time() - start < TIMEOUT and len(metrics.read_text().splitlines()) < 10:
+        while len(metrics.read_text().splitlines()) < 10:
+            assert time.time() - start < TIMEOUT and all(p.poll() is None for p, _ in procs), \
+                f"the workers did not reach step 10: {[p.poll() for p, _ in procs]}"
             time.sleep(0.05)
-        procs[0].send_signal(signal.SIGTERM)
-        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+        procs[0][0].send_signal(signal.SIGTERM)
     finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [75, 75], [err[-2000:] for _, err in outs]
+        outs = finish_workers(procs)
+    assert [code for code, _, _ in outs] == [75, 75], [err[-2000:] for _, _, err in outs]
+    outs = [(out, err) for _, out, err in outs]
     assert "from step 4 to 100000" in outs[0][0]
     step = int(checkpoints.latest(root / "multi").rsplit("-", 1)[1])
     assert f"saved ckpt-{step} (step {step})" in outs[0][1] and f"the chief saved the checkpoint of step {step}" in outs[1][1]
