@@ -5,11 +5,15 @@ Each failure is a ValueError or FileNotFoundError whose one line names the probl
 """
 from __future__ import annotations
 
+import difflib
 import json
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 from shortdiff_tf import hints
+
+LOCAL_DATASETS = ("digits", "gmm1d", "gmm2d")        # data.TOY_NAMES and the bundled digits (tested)
 
 
 def writable_dir(path, option: str = "--workdir") -> None:
@@ -50,7 +54,9 @@ def trained_run(workdir) -> dict:
     """A run directory with a config and a checkpoint. -> its config as a dict."""
     p = Path(workdir)
     if not p.is_dir():
-        raise FileNotFoundError(f"run directory {p} does not exist; train one with `{hints.train_command(p)}`")
+        near = did_you_mean(p.name, [q.name for q in _runs_beside(p)])
+        fix = f"did you mean {p.parent / near}?" if near else f"train one with `{hints.train_command(p)}`"
+        raise FileNotFoundError(f"run directory {p} does not exist; {fix}")
     if not (p / "config.json").is_file():
         raise FileNotFoundError(f"{p} is not a run: {p / 'config.json'} is missing; train one with "
                                 f"`{hints.train_command(p)}`")
@@ -84,3 +90,91 @@ def new_output(out, option: str = "--out") -> None:
     if p.exists():
         raise FileExistsError(f"{p} already exists; pass another {option} or remove it first")
     writable_dir(p.parent, option)
+
+
+def did_you_mean(name: str, candidates) -> Optional[str]:
+    """The candidate closest to a mistyped ``name`` (difflib), or None."""
+    near = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    return near[0] if near else None
+
+
+def _runs_beside(path: Path) -> list:
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        return [q for q in parent.iterdir() if (q / "config.json").is_file()]
+    except OSError:
+        return []
+
+
+def run_T(cfg: dict, T: Optional[float], workdir) -> float:
+    """``--T`` is within the T the run's score model was trained at; -> the T to run at."""
+    trained = float(cfg["sde"]["T"])
+    if T is not None and T > trained + 1e-12:
+        raise ValueError(f"--T {T:g} is beyond the T = {trained:g} that the score model of {workdir} was trained at "
+                         f"(it never saw the times between); pass --T {trained:g} or less, or train a run at T = {T:g} "
+                         f"(`shortdiff train --T {T:g} --workdir NEW_RUN`)")
+    return trained if T is None else T
+
+
+def prior_for(workdir, prior: str, T: Optional[float]) -> Optional[float]:
+    """The chosen prior exists and was fitted at ``T`` (after ``run_T``, so refitting at T works);
+    -> the T of the auxiliary prior the command will use, or None (p_noise)."""
+    from shortdiff_tf.prior_fit.settings import load_config, prior_dir
+    if prior == "noise":
+        return None
+    saved = load_config(workdir)
+    at = f" --T {T:g}" if T is not None else ""
+    if saved is None:
+        if prior == "aux":
+            raise FileNotFoundError(f"{workdir} has no auxiliary prior; fit one with `shortdiff fit-prior --workdir "
+                                    f"{workdir}{at}` or use --prior noise")
+        return None
+    if T is not None and abs(T - saved.T) > 1e-12:
+        raise ValueError(f"the auxiliary prior of {workdir} was fitted at T={saved.T:g}, not T={T:g}; pass --T "
+                         f"{saved.T:g}, use --prior noise, or refit it at T={T:g} (delete {prior_dir(workdir)}, then "
+                         f"`shortdiff fit-prior --workdir {workdir} --T {T:g}`)")
+    return saved.T
+
+
+def dataset(name: Optional[str], data_dir=None, option: str = "--dataset") -> None:
+    """A data set that can be found: a bundled name, an existing .npz file or image folder, or a
+    TFDS name in its registry (no data are read; TFDS's registry is listed without TensorFlow)."""
+    if name is None:
+        return
+    if not name.strip():
+        raise ValueError(f"{option} is empty; give digits, gmm1d, gmm2d, a TFDS name, a .npz file or an image folder")
+    if name in LOCAL_DATASETS:
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".npz") or "/" in name or name.startswith((".", "~")):
+        if path.is_dir() or (name.endswith(".npz") and path.is_file()):
+            return
+        try:
+            near = did_you_mean(path.name, [q.name for q in (path.parent if str(path.parent) else Path(".")).iterdir()])
+        except OSError:
+            near = None
+        fix = f"did you mean {path.parent / near}?" if near else "give an existing .npz file or image folder"
+        raise FileNotFoundError(f"{option} {name} does not exist; {fix}")
+    import tensorflow_datasets as tfds                    # lazy: imports no TensorFlow
+    known = tfds.list_builders(with_community_datasets=False)
+    base = name.split(":")[0].split("/")[0]
+    if base not in known:
+        near = did_you_mean(base, [*LOCAL_DATASETS, *known])
+        raise ValueError(f"unknown data set {name!r}" + (f"; did you mean {near}?" if near else "")
+                         + " (give digits, gmm1d, gmm2d, a .npz file, an image folder or a TFDS name)")
+
+
+def resumable(workdir, cfg) -> None:
+    """An existing run resumes only with its own settings (``resume.differences``)."""
+    from shortdiff_tf import resume
+    from shortdiff_tf.config import RunConfig
+    diffs = resume.differences(RunConfig.load(workdir), cfg)
+    if diffs:
+        raise ValueError(f"{workdir} holds a run with other settings ({diffs}); use a new --workdir "
+                         f"or the run's own options")
+
+
+def prior_resumable(workdir, pcfg) -> None:
+    """A stored prior resumes only with its own settings (``prior_fit.settings.check_resumable``)."""
+    from shortdiff_tf.prior_fit.settings import check_resumable
+    check_resumable(workdir, pcfg, check_score_step=False)

@@ -13,7 +13,7 @@ from cli.quiet import load_tensorflow
 from cli.reports import evaluate_lines
 
 @click.command()
-@click.option("--workdir", type=click.Path(), required=True, help="A trained run directory.")
+@click.option("--workdir", type=click.Path(file_okay=False), required=True, help="A trained run directory.")
 @click.option("--sampler", type=click.Choice(SAMPLER_CHOICES), default="em",
               help="em: Euler-Maruyama; pc: reverse diffusion + Langevin; ode: probability flow (adaptive RK45); "
                    "heun: EDM's 2nd-order Heun; dpm2m: DPM-Solver++(2M) (both few-step, on the PF-ODE).")
@@ -27,15 +27,15 @@ from cli.reports import evaluate_lines
               help="Samples per call, written as they come (memory holds one call; the samples do not change)  "
                    "[default: all, at most 1,024].")
 @click.option("--seed", type=int, default=0, help="Sampling seed (same seed, same images at any --num-samples).")
-@click.option("--snr", type=POSITIVE, default=None, help="Langevin signal-to-noise (pc).")
-@click.option("--T", "T", type=T_RANGE, default=None, help="Sample from a shorter T than trained.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output stem (.png and .npz).")
+@click.option("--snr", type=POSITIVE, default=None, help="Langevin signal-to-noise (pc)  [default: 0.16, as ScoreSDE].")
+@click.option("--T", "T", type=T_RANGE, default=None, help="Sample from a shorter T than trained  [default: the prior's T, else the run's].")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output stem (.png and .npz)  [default: RUN/samples/<every setting>].")
 @click.option("--temperature", type=FiniteFloat(0, 10, min_open=True), default=1.0, help="Scale of the prior's noise.")
 @click.option("--rtol", type=POSITIVE, default=None, help="ODE relative tolerance (ode sampler)  [default: 1e-5].")
 @click.option("--atol", type=POSITIVE, default=None, help="ODE absolute tolerance (ode sampler)  [default: 1e-5].")
 @prior_option
 @eval_precision_option
-@click.option("--jit", is_flag=True, help="XLA-compile the sampling loop (the ode sampler: its score function); "
+@click.option("--jit/--no-jit", default=False, help="XLA-compile the sampling loop (the ode sampler: its score function); "
                                           "no progress line then.")
 @click.option("--strategy", type=click.Choice(ONE_MACHINE_STRATEGIES), default="auto",
               help="Split the samples over the replicas: auto = mirrored when several GPUs are visible.")
@@ -45,7 +45,8 @@ from cli.reports import evaluate_lines
 def sample(workdir, sampler, steps, sample_eps, num_samples, batch_size, seed, snr, T, out, temperature, rtol, atol,
            prior, precision, jit, strategy, no_progress, as_json):
     """Sample a trained run to a PNG grid and an .npz.  e.g.  shortdiff sample --workdir runs/digits-vp-T0.4"""
-    checks.trained_run(workdir)
+    checks.run_T(checks.trained_run(workdir), T, workdir)
+    checks.prior_for(workdir, prior, T)
     checks.writable_dir(Path(out).parent if out else Path(workdir) / "samples", "--out")
     load_tensorflow()
     from shortdiff_tf import distribute
@@ -60,9 +61,9 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, batch_size, seed, s
 
 
 @click.command()
-@click.option("--workdir", type=click.Path(), required=True, help="A trained run directory.")
+@click.option("--workdir", type=click.Path(file_okay=False), required=True, help="A trained run directory.")
 @click.option("--dataset", default=None, help="Data to evaluate on  [default: the training data set].")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory  [default: TFDS's, ~/tensorflow_datasets].")
 @click.option("--split", "split_name", default="test", help="Split to evaluate.")
 @click.option("--num-examples", type=click.IntRange(1), default=64, help="Examples (the ODE is costly).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, help="Examples per ODE solve.")
@@ -71,17 +72,17 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, batch_size, seed, s
 @click.option("--divergence", type=click.Choice(["hutchinson", "exact"]), default="hutchinson",
               help="Divergence of the PF-ODE drift: Hutchinson-Skilling or exact (low dimension).")
 @click.option("--seed", type=int, default=0, help="Seed of dequantisation, probes and ELBO draws.")
-@click.option("--T", "T", type=T_RANGE, default=None, help="Evaluate with a shorter T than trained.")
+@click.option("--T", "T", type=T_RANGE, default=None, help="Evaluate with a shorter T than trained  [default: the prior's T, else the run's].")
 @click.option("--repeats", type=click.IntRange(1, 1000), default=1,
               help="Likelihood passes per example (new dequantisation and probe each), averaged per example.")
 @click.option("--elbo-draws", type=click.IntRange(1, 4096), default=16,
-              help="ELBO: (t, e, x_T) draws per example, t stratified.  [default: 16]")
+              help="ELBO: (t, e, x_T) draws per example, t stratified.")
 @click.option("--control-variate", type=click.Choice(["optimal", "on", "off"]), default="optimal",
               help="ELBO: the |e|^2/s_t control variate of I with the variance-minimising coefficient, "
-                   "or with coefficient 1 (on) or 0 (off).  [default: optimal]")
+                   "or with coefficient 1 (on) or 0 (off).")
 @prior_option
 @eval_precision_option
-@click.option("--jit", is_flag=True, help="XLA-compile the ODE's right-hand side (drift and divergence).")
+@click.option("--jit/--no-jit", default=False, help="XLA-compile the ODE's right-hand side (drift and divergence).")
 @click.option("--strategy", type=click.Choice(ONE_MACHINE_STRATEGIES), default="auto",
               help="Split each likelihood batch over the replicas: auto = mirrored when several GPUs are visible.")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
@@ -94,8 +95,14 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
              repeats, elbo_draws, control_variate, prior, precision, jit, strategy, store_dir, no_progress, as_json):
     """Bits/dim by the probability-flow ODE, and the ELBO, with their terms.
     e.g.  shortdiff evaluate --workdir runs/digits-vp-T0.4 --num-examples 64"""
-    checks.trained_run(workdir)
+    cfg = checks.trained_run(workdir)
+    at = checks.run_T(cfg, T, workdir)
+    at = checks.prior_for(workdir, prior, T) or at
+    checks.dataset(dataset, data_dir)
     checks.writable_dir(store_dir or Path(workdir) / "evaluations", "--store")
+    click.echo(f"evaluate {workdir}: {num_examples} examples of {dataset or cfg['data']['dataset']}/{split_name} at "
+               f"T={at:g}, rtol {rtol:g}, atol {atol:g}, {repeats} pass(es), ELBO with {elbo_draws} draws per example; "
+               f"starting TensorFlow", err=True)
     load_tensorflow()
     from shortdiff_tf import distribute
     from shortdiff_tf.app.evaluate import evaluate_run
@@ -107,10 +114,10 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 
 
 @click.command()
-@click.option("--workdir", type=click.Path(), required=True, help="A trained run directory.")
-@click.option("--out", type=click.Path(), default=None,
+@click.option("--workdir", type=click.Path(file_okay=False), required=True, help="A trained run directory.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
               help="SavedModel directory  [default: saved_models/<run name>/<next version>].")
-@click.option("--T", "T", type=T_RANGE, default=None, help="Export with a shorter T than trained (p_noise prior).")
+@click.option("--T", "T", type=T_RANGE, default=None, help="Export with a shorter T than trained (p_noise prior)  [default: the prior's T, else the run's].")
 @click.option("--rtol", type=POSITIVE, default=1e-5, help="ODE relative tolerance (bpd, ode sampler).")
 @click.option("--atol", type=POSITIVE, default=1e-5, help="ODE absolute tolerance.")
 @prior_option
@@ -119,7 +126,8 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 def export(workdir, out, T, rtol, atol, prior, as_json):
     """One SavedModel for TF Serving with sample, bpd, log_prob, score and metadata signatures.
     e.g.  shortdiff export --workdir runs/digits-vp-T0.4"""
-    checks.trained_run(workdir)
+    checks.run_T(checks.trained_run(workdir), T, workdir)
+    checks.prior_for(workdir, prior, T)
     if out:
         checks.new_output(out)
     load_tensorflow()

@@ -20,7 +20,7 @@ from cli.quiet import load_tensorflow
 @click.option("--eps", type=FiniteFloat(0, 1, min_open=True), default=1e-5, help="Smallest time.")
 @click.option("--dataset", default="digits", callback=non_empty,
               help="digits | gmm1d | gmm2d | a TFDS name | a .npz file | an image folder.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory  [default: TFDS's, ~/tensorflow_datasets].")
 @click.option("--download", is_flag=True, help="Let TFDS download and prepare the data set.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Run directory  [default: runs/<dataset>-<sde>-T<T>]. An existing run resumes.")
@@ -31,7 +31,8 @@ from cli.quiet import load_tensorflow
 @click.option("--warmup", type=click.IntRange(0), default=None, help="Linear warm-up steps  [default: preset].")
 @click.option("--ema-decay", type=UNIT_INTERVAL, default=None, help="EMA decay  [default: preset].")
 @click.option("--grad-clip", type=NON_NEGATIVE, default=None, help="Global-norm clip (0: off)  [default: 1].")
-@click.option("--weighting", type=click.Choice(["variance", "likelihood"]), default=None, help="DSM weighting.")
+@click.option("--weighting", type=click.Choice(["variance", "likelihood"]), default=None,
+              help="DSM weighting  [default: variance; the run's when resuming].")
 @click.option("--importance/--no-importance", default=None, help="Importance-sample t (likelihood weighting).")
 @click.option("--reduce-mean/--no-reduce-mean", default=None,
               help="Average the squared error over the pixels, as ScoreSDE's VP configs (else half its sum)  "
@@ -41,20 +42,24 @@ from cli.quiet import load_tensorflow
 @click.option("--embedding", type=click.Choice(["fourier", "positional"]), default=None,
               help="Noise-level embedding: fourier (of log std(t)) or positional (ScoreSDE's sinusoids of 999 t)  "
                    "[default: positional for the presets, fourier otherwise].")
-@click.option("--seed", type=int, default=None, help="Seed of weights, data order and noise.")
+@click.option("--seed", type=int, default=None, help="Seed of weights, data order and noise  [default: 0].")
 @click.option("--beta-0", type=POSITIVE, default=None, help="VP/sub-VP beta_0  [default: 0.1].")
 @click.option("--beta-1", type=POSITIVE, default=None, help="VP/sub-VP beta_1  [default: 20].")
 @click.option("--sigma-min", type=POSITIVE, default=None, help="VE sigma_min  [default: 0.01].")
 @click.option("--sigma-max", type=POSITIVE, default=None, help="VE sigma_max  [default: 50].")
 @click.option("--ch", type=click.IntRange(1), default=None, help="U-Net base channels  [default: preset by size].")
-@click.option("--num-res-blocks", type=click.IntRange(1), default=None, help="U-Net residual blocks per level.")
-@click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), default=None, help="U-Net dropout.")
-@click.option("--width", type=click.IntRange(1), default=None, help="MLP width (toy data).")
+@click.option("--num-res-blocks", type=click.IntRange(1), default=None, help="U-Net residual blocks per level  [default: preset by size].")
+@click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), default=None, help="U-Net dropout  [default: preset by size: 0 up to 16x16, 0.1 above].")
+@click.option("--width", type=click.IntRange(1), default=None, help="MLP width (toy data)  [default: 128].")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, help="Checkpoint interval  [default: 500].")
 @click.option("--log-every", type=click.IntRange(1), default=None, help="Metrics interval  [default: 50].")
 @click.option("--grad-accum", type=click.IntRange(1), default=None,
-              help="Split each replica's batch into this many micro-batches (same update, less memory).")
-@click.option("--sample-grid", type=click.IntRange(0), default=None, help="EMA samples in TensorBoard at the end (0: none)  [default: 16].")
+              help="Split each replica's batch into this many micro-batches (same update, less memory)  "
+                   "[default: 1].")
+@click.option("--sample-grid", type=click.IntRange(0), default=None,
+              help="EMA samples per TensorBoard grid (0: none)  [default: 16].")
+@click.option("--sample-every", type=click.IntRange(0), default=None,
+              help="Steps between TensorBoard sample grids, besides the one at the end (0: only that)  [default: 500].")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto",
               help="tf.distribute strategy: auto = mirrored when several GPUs are visible; multiworker = "
                    "several machines, configured by TF_CONFIG (see README).")
@@ -62,7 +67,8 @@ from cli.quiet import load_tensorflow
               help="A paper setup: ddpmpp-cifar10 (ScoreSDE's DDPM++ cont. VP on CIFAR-10), ddpmpp-mnist. "
                    "[default: sized by the data]")
 @precision_option
-@click.option("--jit/--no-jit", default=None, help="XLA-compile the train step's forward and backward pass.")
+@click.option("--jit/--no-jit", default=None,
+              help="XLA-compile the train step's forward and backward pass  [default: no; the run's when resuming].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and its parameter count, and exit.")
 @json_option
@@ -72,6 +78,10 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
     workdir = workdir or default_workdir(opts["dataset"], opts["sde"], opts["T"])
     checks.train_workdir(workdir)
     from cli.resolve import resolve_train_config
+    if (Path(workdir) / "config.json").exists():           # a resume: its settings, before TensorFlow
+        checks.resumable(workdir, resolve_train_config(workdir, click.get_current_context(), opts))
+    else:
+        checks.dataset(opts["dataset"], opts.get("data_dir"))
     if dry_run:
         cfg = resolve_train_config(workdir, click.get_current_context(), opts)
         load_tensorflow()
@@ -87,10 +97,11 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
     click.echo(f"run directory: {workdir}")
     result = train_run(cfg, workdir, strategy=strat, progress=not no_progress, log=click.echo, should_stop=should_stop())
     report(result, as_json, [f"trained to step {result['step']}; checkpoint {result.get('checkpoint')}"])
+    next_steps(f"shortdiff fit-prior --workdir {workdir}", f"tensorboard --logdir {Path(workdir) / 'tb'}")
 
 
 @click.command("fit-prior")
-@click.option("--workdir", type=click.Path(), required=True, help="A trained run directory.")
+@click.option("--workdir", type=click.Path(file_okay=False), required=True, help="A trained run directory.")
 @click.option("--prior", "kind", type=click.Choice(["glow", "gaussian", "gmm", "dpgmm"]), default=None,
               help="Auxiliary model  [default: glow for images, dpgmm for toy data].")
 @click.option("--T", "T", type=T_RANGE, default=None, help="Fit at this T <= the run's T  [default: the run's T].")
@@ -102,7 +113,8 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
 @click.option("--seed", type=int, default=0, help="Seed of data order, noise and initialisation.")
 @click.option("--preset", type=click.Choice(PRIOR_PRESETS), default=None,
               help="Glow architecture: glow-cifar10 (Kingma & Dhariwal: 3 levels x 32 steps, width 512), "
-                   "glow-mnist (2 x 16, width 256); --glow-* options given override it.")
+                   "glow-mnist (2 x 16, width 256); --glow-* options given override it  [default: none: the "
+                   "--glow-* options].")
 @click.option("--glow-levels", type=click.IntRange(0), default=0, help="Glow squeeze levels (0: by image size).")
 @click.option("--glow-steps", type=click.IntRange(1), default=4, help="Glow flow steps per level.")
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Glow coupling-network width.")
@@ -114,7 +126,7 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto",
               help="tf.distribute strategy of the Glow fit (as for train; multiworker reads TF_CONFIG).")
 @eval_precision_option
-@click.option("--jit", is_flag=True, help="XLA-compile the Glow fit's forward and backward pass.")
+@click.option("--jit/--no-jit", default=False, help="XLA-compile the Glow fit's forward and backward pass.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 @friendly
@@ -129,6 +141,8 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glo
     pcfg = PriorConfig(kind=kind, T=run_cfg["sde"]["T"] if T is None else T, target=target, steps=steps,
                        batch_size=batch_size, lr=lr, seed=seed, components=components, num_fit_samples=fit_samples,
                        checkpoint_every=checkpoint_every, precision=precision, jit=jit, **architecture)
+    checks.run_T(run_cfg, T, workdir)
+    checks.prior_resumable(workdir, pcfg)
     load_tensorflow()
     from shortdiff_tf import distribute
     strat = distribute.get(strategy)                           # multiworker: before any other TF op
@@ -138,6 +152,14 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glo
     extra = f", {r['effective_components']} effective components" if "effective_components" in r else ""
     report(r, as_json, [f"fitted a {r['kind']} prior at T={r['T']:g} ({r['target']} target){extra}; "
                         f"saved in {r['prior_dir']}"])
+    at = "" if T is None else f" --T {T:g}"
+    next_steps(f"shortdiff sample --workdir {workdir}{at}", f"shortdiff evaluate --workdir {workdir}{at}",
+               f"tensorboard --logdir {Path(workdir) / 'prior' / 'tb'}")
+
+
+def next_steps(*commands) -> None:
+    """What to run next, on stderr (stdout's last line stays the --json object)."""
+    click.echo("next: " + "   |   ".join(commands), err=True)
 
 
 def _glow_architecture(preset, levels, steps, hidden) -> dict:

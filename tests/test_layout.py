@@ -14,7 +14,7 @@ LAYERS = [                                  # lowest first; the first part of th
     ("data", {"toy", "data", "pipeline", "streaming", "images"}),
     ("SDE", {"sde", "timesteps"}),
     ("score network", {"networks"}),
-    ("training infrastructure", {"config", "checkpoints", "distribute", "optim", "ode", "flow", "pretrained"}),
+    ("training infrastructure", {"config", "resume", "checkpoints", "distribute", "optim", "ode", "flow", "pretrained"}),
     ("losses and prior fitting", {"losses", "training", "prior_fit"}),
     ("samplers", {"samplers", "few_step"}),
     ("likelihood and ELBO", {"likelihood", "elbo", "quality", "extractors"}),

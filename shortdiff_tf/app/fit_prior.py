@@ -18,11 +18,9 @@ from shortdiff_tf import data as data_lib, distribute
 from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.prior_fit import glow, mixtures, store, targets
+from shortdiff_tf.prior_fit.settings import check_resumable
 from shortdiff_tf.preemption import never
 from shortdiff_tf.runlock import RunLock
-
-
-RESUME_FREE = ("steps", "checkpoint_every", "log_every", "jit")
 
 
 def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, log=print,
@@ -40,20 +38,6 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
         return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop)
     with RunLock(store.prior_dir(run_dir) / ".lock", "shortdiff fit-prior"):
         return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop)
-
-
-def check_resumable(run_dir, pcfg: PriorConfig) -> None:
-    """A stored prior is resumed only with its own settings (the budget and intervals may change);
-    an ode-target prior only with the score checkpoint that made its targets."""
-    saved = store.load_config(run_dir)
-    if saved is None or dataclasses.replace(saved, **{k: getattr(pcfg, k) for k in RESUME_FREE}) == pcfg:
-        return
-    where = store.prior_dir(run_dir)
-    if dataclasses.replace(saved, score_step=pcfg.score_step, **{k: getattr(pcfg, k) for k in RESUME_FREE}) == pcfg:
-        raise ValueError(f"{where} was fitted on the PF-ODE image of the score checkpoint at step {saved.score_step}, "
-                         f"and the run's newest checkpoint is at step {pcfg.score_step}; delete {where} to refit it")
-    raise ValueError(f"{where} holds a {saved.kind} prior fitted at T={saved.T} with other settings; delete it to "
-                     f"fit a new one")
 
 
 def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_after, should_stop=never) -> dict:

@@ -17,15 +17,12 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import checkpoints, data as data_lib, distribute, networks, pipeline, streaming, training
+from shortdiff_tf import checkpoints, data as data_lib, distribute, networks, pipeline, resume, streaming, training
 from shortdiff_tf.app.train_loop import run_loop
 from shortdiff_tf.config import RunConfig
 from shortdiff_tf.files import truncate_jsonl
 from shortdiff_tf.preemption import never
 from shortdiff_tf.runlock import RunLock
-
-RESUME_FREE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_grid", "sample_every", "grad_accum",
-               "lr", "jit")
 
 
 def check_resumable(cfg: RunConfig, run_dir: Path) -> RunConfig:
@@ -38,23 +35,11 @@ def check_resumable(cfg: RunConfig, run_dir: Path) -> RunConfig:
                              f"restore {run_dir / 'config.json'} or use a new --workdir")
         return cfg
     saved = RunConfig.load(run_dir)
-    free = {k: getattr(saved.train, k) for k in RESUME_FREE}
-    same_budget = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **free))
-    if same_budget != saved:
-        diffs = _diff(dataclasses.asdict(saved), dataclasses.asdict(same_budget))
+    diffs = resume.differences(saved, cfg)
+    if diffs:
         raise ValueError(f"{run_dir} holds a run with other settings ({diffs}); use a new --workdir "
                          f"or the run's own options")
     return cfg
-
-
-def _diff(a: dict, b: dict, prefix="") -> str:
-    out = []
-    for k in a:
-        if isinstance(a[k], dict):
-            out.append(_diff(a[k], b[k], f"{prefix}{k}."))
-        elif a[k] != b[k] and not (isinstance(a[k], (list, tuple)) and list(a[k]) == list(b[k])):
-            out.append(f"{prefix}{k}: {a[k]} there, {b[k]} asked")
-    return ", ".join(x for x in out if x)
 
 
 def prepare(cfg: RunConfig, run_dir: Path, strategy) -> tuple:

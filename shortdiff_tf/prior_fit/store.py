@@ -18,28 +18,9 @@ from typing import Optional, Tuple
 import numpy as np
 
 from shortdiff_tf.config import PriorConfig
-from shortdiff_tf.files import atomic_write, atomic_write_json, atomic_write_text
+from shortdiff_tf.files import atomic_write, atomic_write_json
+from shortdiff_tf.prior_fit.settings import load_config, prior_dir, save_config  # noqa: F401 (re-exported)
 from shortdiff_tf.priors import GaussianMixture, GaussianPrior
-
-
-def prior_dir(run_dir) -> Path:
-    return Path(run_dir) / "prior"
-
-
-def save_config(run_dir, pcfg: PriorConfig) -> None:
-    atomic_write_text(prior_dir(run_dir) / "config.json", pcfg.to_json())
-
-
-def load_config(run_dir) -> Optional[PriorConfig]:
-    """The stored PriorConfig, None when the run has no prior; a one-line error when unreadable."""
-    path = prior_dir(run_dir) / "config.json"
-    if not path.exists():
-        return None
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ValueError(f"cannot read {path} ({err.strerror}); fix its permissions or refit the prior") from None
-    return PriorConfig.from_json(text, source=str(path))
 
 
 def targets_path(run_dir) -> Path:
