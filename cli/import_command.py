@@ -38,7 +38,8 @@ def parse_sets(ctx, param, values) -> dict:
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--workdir", type=click.Path(file_okay=False), required=True, help="The new run directory.")
 @click.option("--config", "config_name", type=click.Choice(SCORESDE_CONFIGS), default=None,
-              help="ScoreSDE: the config module the checkpoint was trained with (not needed for diffusers).")
+              help="ScoreSDE: the config module the checkpoint was trained with  [default: none; required for a "
+                   "ScoreSDE .pth, not used for diffusers].")
 @click.option("--set", "sets", multiple=True, callback=parse_sets, metavar="KEY=VALUE",
               help="ScoreSDE: a config field trained otherwise than the named config (its --config.KEY=VALUE), "
                    "e.g. --set model.nf=64; repeatable.")

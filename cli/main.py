@@ -10,7 +10,7 @@ import os
 
 import click
 
-from cli import commands, import_command, quiet, study
+from cli import commands, import_command, quiet, runs_command, study
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -21,9 +21,13 @@ def cli(verbose):
 
     \b
     Typical session:
-      shortdiff train --sde vp --T 0.4          # trains on the bundled 8x8 digits
+      shortdiff train --sde vp --T 0.4                  # the bundled 8x8 digits
+      shortdiff fit-prior --workdir runs/digits-vp-T0.4 # the auxiliary prior at T
       shortdiff sample --workdir runs/digits-vp-T0.4
       shortdiff evaluate --workdir runs/digits-vp-T0.4
+      shortdiff export --workdir runs/digits-vp-T0.4
+      tensorboard --logdir runs/digits-vp-T0.4          # losses, sample grids, the prior's NLL
+      shortdiff runs                                    # every run, its T, prior, bits/dim
     """
     if verbose:
         os.environ[quiet.VERBOSE_ENV] = "1"
@@ -33,3 +37,4 @@ commands.register(cli)
 cli.add_command(study.study)
 cli.add_command(study.train_classifier)
 cli.add_command(import_command.import_command)
+cli.add_command(runs_command.runs_command)

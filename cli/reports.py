@@ -31,4 +31,6 @@ def evaluate_lines(r: dict) -> list:
     if "elbo_aux_minus_noise" in r:
         d = r["elbo_aux_minus_noise"]
         lines.append(f"L_phi - L {d['mean']:.3f} ± {d['sem']:.3f} nats (paired: the same draws, the prior term only)")
+    if "summary" in r:
+        lines.append(f"wrote {r['summary']}")
     return lines

@@ -17,7 +17,7 @@ FIELDS = {
     "reduce_mean": ("train", "reduce_mean"), "random_flip": ("train", "random_flip"),
     "embedding": ("model", "embedding"),
     "checkpoint_every": ("train", "checkpoint_every"), "log_every": ("train", "log_every"),
-    "sample_grid": ("train", "sample_grid"), "grad_accum": ("train", "grad_accum"),
+    "sample_grid": ("train", "sample_grid"), "sample_every": ("train", "sample_every"), "grad_accum": ("train", "grad_accum"),
     "ch": ("model", "ch"), "num_res_blocks": ("model", "num_res_blocks"), "dropout": ("model", "dropout"),
     "width": ("model", "width"), "precision": ("train", "precision"), "jit": ("train", "jit"),
 }

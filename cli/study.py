@@ -70,17 +70,20 @@ def _T_grid(ctx, param, value):
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Images: Glow coupling width.")
 @click.option("--glow-steps", type=click.IntRange(1), default=4, help="Images: Glow steps per level.")
 @click.option("--reuse-score", type=click.Path(), default=None,
-              help="Images: a run trained at T = 1, reused on [eps, T] at every T of the grid.")
+              help="Images: a run trained at T = 1, reused on [eps, T] at every T of the grid  "
+                   "[default: none: a score model trained per point].")
 @click.option("--extractor", default=None,
               help="Images: FID/KID features: fid-inception:classify_image_graph_def.pb (the standard FID network), "
-                   "a `shortdiff train-classifier` .keras file, or inception:WEIGHTS.h5 (Keras InceptionV3).")
+                   "a `shortdiff train-classifier` .keras file, or inception:WEIGHTS.h5 (Keras InceptionV3)  "
+                   "[default: none: no FID/KID].")
 @click.option("--fid-samples", type=click.IntRange(2), default=None,
               help="Images: samples per FID  [default: 50,000 with fid-inception, else --num-samples].")
 @click.option("--fid-stats", type=click.Path(dir_okay=False), default=None,
               help="Images: reference statistics of the extractor (.npz with mu, sigma, the original FID code's "
                    "format)  [default: the training images' features].")
 @click.option("--optimize-T", "optimize", type=click.Choice(["joint", "after"]), default=None,
-              help="Also ascend the ELBO in T (toy): joint = with the score fit, after = on the largest-T model.")
+              help="Also ascend the ELBO in T (toy): joint = with the score fit, after = on the largest-T model  "
+                   "[default: no ascent].")
 @click.option("--optimize-steps", type=click.IntRange(1), default=2000, help="Ascent steps for --optimize-T.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Study directory  [default: studies/<dataset>-<sde>]. An existing study resumes.")

@@ -1,8 +1,9 @@
 """A dependency-free progress line: redrawn in place on a terminal, a line per update otherwise.
 
 The ETA is the median time per step over the recent updates times the steps left.  The first
-interval is left out: it holds the tracing and graph optimisation of the compiled step, which
-would make the first estimates far too long.
+interval is left out (``skip_first``): it holds the tracing and graph optimisation of the
+compiled step, which would make the first estimates far too long.  Where each update is a long
+unit of work (an evaluation's ODE batch) the first interval is kept, so the ETA is known after it.
 """
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ class Progress:
     RECENT = 10
 
     def __init__(self, total: int, start: int = 0, enabled: bool = True, stream=None, unit: str = "",
-                 show_eta: bool = True):
+                 show_eta: bool = True, skip_first: bool = True):
         self.total, self.start, self.enabled, self.unit, self.show_eta = total, start, enabled, unit, show_eta
+        self.skip_first = skip_first
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.marks = [(start, time.perf_counter())]
 
     def eta(self, step: int) -> float:
-        """Seconds left, or NaN until a step after the first (traced) interval has been timed."""
+        """Seconds left, or NaN until a step (after the first, traced, interval with ``skip_first``)
+        has been timed."""
         if step >= self.total:
             return 0.0
-        per_step = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(self.marks[1:], self.marks[2:]) if s1 > s0]
+        k = int(self.skip_first)
+        per_step = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(self.marks[k:], self.marks[k + 1:]) if s1 > s0]
         if not per_step:
             return float("nan")
         return statistics.median(per_step[-self.RECENT:]) * (self.total - step)

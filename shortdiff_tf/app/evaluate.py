@@ -13,6 +13,7 @@ import tensorflow as tf
 from shortdiff_tf import data as data_lib, pixels, distribute, elbo as elbo_lib, likelihood
 from shortdiff_tf.app.eval_store import EvalStore
 from shortdiff_tf.app.runs import load_run, resolve_prior
+from shortdiff_tf.files import atomic_write_json
 from shortdiff_tf.preemption import Preempted, never
 from shortdiff_tf.progress import Progress
 from shortdiff_tf.runlock import RunLock
@@ -67,7 +68,10 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
                                     "checkpoint_step": run.step, "data_dir": str(data_dir),
                                     **({} if precision == "fp32" and not jit else {"precision": precision, "jit": jit}),
                                     **({} if replicas == 1 else {"replicas": replicas})}, log=log)
-    bar = Progress(len(arr) * repeats, enabled=progress, unit=" examples")
+    log(f"evaluating {len(arr)} examples of {store.settings['dataset']}/{split_name} at T={sde.T:g} (eps {sde.eps:g}), "
+        f"prior {prior_name}, rtol {rtol:g}, atol {atol:g}, {divergence} divergence, {repeats} pass(es) in batches "
+        f"of {batch_size}; batches kept in {store.dir}")
+    bar = Progress(len(arr) * repeats, enabled=progress, unit=" examples", skip_first=False)
     with RunLock(store.dir / ".lock", "shortdiff evaluate"):
         store.open()
         done = [likelihood_pass(est, xs[r], seeds[r], r, batch_size, store, bar, should_stop) for r in range(repeats)]
@@ -95,6 +99,8 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
         gain = elbos["aux"].minus(elbos["noise"])
         report["elbo_aux_minus_noise"] = {"mean": gain.mean, "sem": gain.sem}
     report["elbo"] = report["elbo_aux" if prior_name != "noise" else "elbo_noise"]
+    report["summary"] = str(store.dir / "summary.json")
+    atomic_write_json(store.dir / "summary.json", report)         # beside its batches
     return report
 
 

@@ -6,7 +6,9 @@ resumable, with a NaN guard.
 Each step draws a global batch from ``pipeline`` (stateless in (seed, step)) and, for the "sde"
 target, fresh noise e; replicas split it, and the clipped update is ``optim.clipped_apply``.
 A non-finite loss restores the state of the last logged step and goes on.  Checkpoints hold the
-flow, the optimiser and the step, so a rerun continues where the last one stopped.
+flow, the optimiser and the step, so a rerun continues where the last one stopped.  Each logged
+step goes to RUN/prior/metrics.jsonl and to TensorBoard in RUN/prior/tb (NLL, bits/dim at T,
+learning rate), with a grid of nu_phi's samples x_T at the end.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import checkpoints, distribute, optim, pipeline, streaming
+from shortdiff_tf import checkpoints, distribute, images, optim, pipeline, pixels, streaming
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.files import append_jsonl, truncate_jsonl
 from shortdiff_tf.prior_fit import store
@@ -120,6 +122,7 @@ def _loop(prior, opt, step, manager, step_fn, batches, pcfg, out: Path, progress
     log(f"fitting a Glow prior ({sum(int(tf.size(v)) for v in prior.trainable_variables):,} parameters) at "
         f"T={pcfg.T:g} on the {pcfg.target} target, steps {begin} to {stop}")
     bar, t0 = Progress(stop, begin, enabled=progress), time.perf_counter()
+    board = tf.summary.create_file_writer(str(out / "tb"))
     good, restores, loss, signum = _snapshot(prior, opt), 0, float("nan"), None
     multi = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     try:
@@ -136,6 +139,10 @@ def _loop(prior, opt, step, manager, step_fn, batches, pcfg, out: Path, progress
                 append_jsonl(out / "metrics.jsonl", {"step": i + 1, "nll_per_dim": loss,
                                                      "bits_per_dim_at_T": loss / math.log(2.0),
                                                      "wall_time": time.perf_counter() - t0, "restores": restores})
+                with board.as_default(step=i + 1):
+                    tf.summary.scalar("nll_per_dim", loss)
+                    tf.summary.scalar("bits_per_dim_at_T", loss / math.log(2.0))
+                    tf.summary.scalar("learning_rate", float(opt.learning_rate))
                 bar.update(i + 1, f"nll {loss:.4f} nats/dim")
             if (i + 1) % pcfg.checkpoint_every == 0 and checkpoints.all_finite(_variables(prior, opt)):
                 checkpoints.save(manager, i + 1)
@@ -149,12 +156,27 @@ def _loop(prior, opt, step, manager, step_fn, batches, pcfg, out: Path, progress
             if checkpoints.all_finite(_variables(prior, opt)):
                 checkpoints.save(manager, final)
         bar.close()
+        board.flush()
+    if not signum:
+        _sample_grid(prior, board, pcfg, final)
     if signum:
         raise Preempted(int(signum), f"saved {Path(manager.latest_checkpoint).name} (step {final}) in "
                                      f"{Path(manager.directory)}; rerun the same command to resume")
     log(f"fitted to step {final}: {loss:.4f} nats/dim ({loss / math.log(2.0):.4f} bits/dim at T)")
     return {"kind": "glow", "T": pcfg.T, "target": pcfg.target, "step": final, "nll_per_dim": loss,
             "restores": restores, "seconds": time.perf_counter() - t0}
+
+
+GRID_SIZE, GRID_SIDE = 16, 128     # samples in the TensorBoard grid; pixels a side of each, at least
+
+
+def _sample_grid(prior, board, pcfg: PriorConfig, step: int) -> None:
+    """A grid of nu_phi's samples x_T (clipped to the pixel range) in TensorBoard."""
+    x = prior.sample(GRID_SIZE, seed=tf.constant([pcfg.seed, 7], tf.int32)).numpy()
+    upscale = max(1, -(-GRID_SIDE // x.shape[1]))
+    with board.as_default(step=step):
+        tf.summary.image("prior_samples_x_T", images.grid(pixels.to_uint8(x), upscale)[None], step=step)
+    board.flush()
 
 
 def _variables(prior, opt) -> list:
