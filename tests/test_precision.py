@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks.reference_counts import reference_ddpmpp_count
 from shortdiff_tf import config, data as data_lib, networks, pipeline, samplers, training
 from shortdiff_tf.app.train import train
 from tests.test_training import STEP, TINY, weights
@@ -93,36 +94,6 @@ def test_a_bf16_xla_run_resumes_exactly(tmp_path):
     train(cfg, tmp_path / "split", progress=False, log=lambda *_: None)
     for a, b in zip(weights(tmp_path / "full"), weights(tmp_path / "split")):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-
-
-def reference_ddpmpp_count(nf, ch_mult, num_res_blocks, attn_resolutions, image_size, channels) -> int:
-    """The trainable parameters of ScoreSDE's NCSNpp with resblock_type 'biggan', progressive
-    'none', positional embedding and conditional=True, counted layer by layer from its module
-    list (independently of our Keras code)."""
-    conv = lambda k, i, o: k * k * i * o + o
-    dense = lambda i, o: i * o + o
-    gn = lambda c: 2 * c
-    block = lambda i, o, resample=False: (gn(i) + conv(3, i, o) + dense(4 * nf, o) + gn(o) + conv(3, o, o)
-                                          + (conv(1, i, o) if i != o or resample else 0))
-    attn = lambda c: gn(c) + 4 * dense(c, c)                      # GroupNorm_0, NIN_0..3
-    res = [image_size // 2**i for i in range(len(ch_mult))]
-    total = dense(nf, 4 * nf) + dense(4 * nf, 4 * nf) + conv(3, channels, nf)
-    hs, ch = [nf], nf
-    for i, mult in enumerate(ch_mult):
-        for _ in range(num_res_blocks):
-            total, ch = total + block(ch, nf * mult), nf * mult
-            total += attn(ch) if res[i] in attn_resolutions else 0
-            hs.append(ch)
-        if i < len(ch_mult) - 1:
-            total += block(ch, ch, resample=True)
-            hs.append(ch)
-    total += 2 * block(ch, ch) + attn(ch)
-    for i in reversed(range(len(ch_mult))):
-        for _ in range(num_res_blocks + 1):
-            total, ch = total + block(ch + hs.pop(), nf * ch_mult[i]), nf * ch_mult[i]
-        total += attn(ch) if res[i] in attn_resolutions else 0
-        total += block(ch, ch, resample=True) if i > 0 else 0
-    return total + gn(ch) + conv(3, ch, channels)
 
 
 @pytest.mark.parametrize("preset", ["ddpmpp-mnist", "ddpmpp-cifar10"])

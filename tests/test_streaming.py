@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from shortdiff_tf import config, data as data_lib, pixels, streaming
 from shortdiff_tf.app.train import train
 from tests.conftest import two_replicas
-from tests.test_training import TINY, weights
+from tests.test_training import ONE_LEVEL, TINY, weights
 
 N = 64
 
@@ -60,7 +60,7 @@ def test_an_epoch_is_one_pass_over_the_split_and_the_seed_fixes_the_order(tfds_d
     assert not np.array_equal(bins(draw(1, 1)[0]), bins(first[0]))
 
 
-STREAMED = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, attn_resolutions=(), dropout=0.1),
+STREAMED = dataclasses.replace(TINY, model=dataclasses.replace(ONE_LEVEL, dropout=0.1),
                                train=dataclasses.replace(TINY.train, steps=12, checkpoint_every=4, ema_decay=0.9))
 
 
