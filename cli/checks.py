@@ -174,7 +174,9 @@ def resumable(workdir, cfg) -> None:
                          f"or the run's own options")
 
 
-def prior_resumable(workdir, pcfg) -> None:
-    """A stored prior resumes only with its own settings (``prior_fit.settings.check_resumable``)."""
-    from shortdiff_tf.prior_fit.settings import check_resumable
+def prior_fit(workdir, pcfg, shape) -> None:
+    """The prior's kind fits the data, then a stored prior resumes only with its own settings
+    (``prior_fit.settings``): in this order, as deleting a stored prior cannot fix a wrong kind."""
+    from shortdiff_tf.prior_fit.settings import check_kind, check_resumable
+    check_kind(pcfg, shape)
     check_resumable(workdir, pcfg, check_score_step=False)

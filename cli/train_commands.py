@@ -97,7 +97,8 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
     click.echo(f"run directory: {workdir}")
     result = train_run(cfg, workdir, strategy=strat, progress=not no_progress, log=click.echo, should_stop=should_stop())
     report(result, as_json, [f"trained to step {result['step']}; checkpoint {result.get('checkpoint')}"])
-    next_steps(f"shortdiff fit-prior --workdir {workdir}", f"tensorboard --logdir {Path(workdir) / 'tb'}")
+    if not as_json:
+        next_steps(f"shortdiff fit-prior --workdir {workdir}", f"tensorboard --logdir {Path(workdir) / 'tb'}")
 
 
 @click.command("fit-prior")
@@ -142,7 +143,7 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glo
                        batch_size=batch_size, lr=lr, seed=seed, components=components, num_fit_samples=fit_samples,
                        checkpoint_every=checkpoint_every, precision=precision, jit=jit, **architecture)
     checks.run_T(run_cfg, T, workdir)
-    checks.prior_resumable(workdir, pcfg)
+    checks.prior_fit(workdir, pcfg, run_cfg["data"]["shape"])
     load_tensorflow()
     from shortdiff_tf import distribute
     strat = distribute.get(strategy)                           # multiworker: before any other TF op
@@ -152,13 +153,14 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glo
     extra = f", {r['effective_components']} effective components" if "effective_components" in r else ""
     report(r, as_json, [f"fitted a {r['kind']} prior at T={r['T']:g} ({r['target']} target){extra}; "
                         f"saved in {r['prior_dir']}"])
-    at = "" if T is None else f" --T {T:g}"
-    next_steps(f"shortdiff sample --workdir {workdir}{at}", f"shortdiff evaluate --workdir {workdir}{at}",
-               f"tensorboard --logdir {Path(workdir) / 'prior' / 'tb'}")
+    if not as_json:
+        at = "" if T is None else f" --T {T:g}"
+        next_steps(f"shortdiff sample --workdir {workdir}{at}", f"shortdiff evaluate --workdir {workdir}{at}",
+                   f"tensorboard --logdir {Path(workdir) / 'prior' / 'tb'}")
 
 
 def next_steps(*commands) -> None:
-    """What to run next, on stderr (stdout's last line stays the --json object)."""
+    """What to run next, on stderr (not with --json, whose object stays the last line)."""
     click.echo("next: " + "   |   ".join(commands), err=True)
 
 

@@ -199,7 +199,7 @@ def test_ode_targets_are_the_flow_image_of_the_data():
 
 def test_fit_prior_bad_input(runs, tmp_path):
     r = invoke("fit-prior", "--workdir", runs / "digits", "--T", "0.6")
-    assert r.exit_code == 1 and "exceeds the T=0.4" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and "--T 0.6 is beyond the T = 0.4" in r.output and "Traceback" not in r.output
     r = invoke("fit-prior", "--workdir", runs / "digits", "--prior", "dpgmm")
     assert r.exit_code == 1 and "for toy vectors" in r.output
     r = invoke("fit-prior", "--workdir", runs / "toy", "--prior", "glow")

@@ -8,7 +8,6 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from shortdiff_tf.config import PriorConfig
-from tests.test_cli import digits_run  # noqa: F401  (the module's trained run)
 
 COMMANDS = ("train", "fit-prior", "sample", "evaluate", "export", "import", "study", "runs")
 
@@ -47,10 +46,10 @@ def test_an_option_without_a_default_value_says_what_it_defaults_to():
     assert silent == []
 
 
-def test_runs_lists_every_run_with_its_T_step_prior_and_newest_evaluation(digits_run, tmp_path):  # noqa: F811
+def test_runs_lists_every_run_with_its_T_step_prior_and_newest_evaluation(glow_run, tmp_path):
     root = tmp_path / "runs"
-    shutil.copytree(digits_run, root / "a")
-    shutil.copytree(digits_run, root / "group" / "b")
+    shutil.copytree(glow_run[0], root / "a", ignore=shutil.ignore_patterns("prior", "evaluations"))
+    shutil.copytree(glow_run[0], root / "group" / "b", ignore=shutil.ignore_patterns("prior", "evaluations"))
     (root / "a" / "prior").mkdir()
     (root / "a" / "prior" / "config.json").write_text(PriorConfig(T=0.3).to_json())
     (root / "a" / "evaluations" / "x").mkdir(parents=True)
@@ -63,17 +62,17 @@ def test_runs_lists_every_run_with_its_T_step_prior_and_newest_evaluation(digits
     found = {row["run"]: row for row in json.loads(r.output.strip().splitlines()[-1])["runs"]}
     assert set(found) == {str(root / "a"), str(root / "group" / "b")}
     a, b = found[str(root / "a")], found[str(root / "group" / "b")]
-    assert (a["T"], a["step"], a["prior"], a["prior_T"], a["evaluation"]["bpd"]) == (0.4, 4, "glow", 0.3, 3.25)
+    assert (a["T"], a["step"], a["prior"], a["prior_T"], a["evaluation"]["bpd"]) == (0.4, 3, "glow", 0.3, 3.25)
     assert b["prior"] is None and b["evaluation"] is None and b["bytes"] > 0
     text = CliRunner().invoke(cli, ["runs", str(root)]).output.splitlines()
-    assert any("glow at T=0.3" in line and "3.2500 bits/dim" in line and "step 4" in line for line in text)
+    assert any("glow at T=0.3" in line and "3.2500 bits/dim" in line and "step 3" in line for line in text)
     r = CliRunner().invoke(cli, ["runs", str(tmp_path / "nowhere")])
     assert r.exit_code != 0 and "is not a directory" in r.output and "Traceback" not in r.output
 
 
-def test_train_and_fit_prior_end_with_the_next_command(digits_run, tmp_path):  # noqa: F811
+def test_train_and_fit_prior_end_with_the_next_command(glow_run, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(digits_run, run)
+    shutil.copytree(glow_run[0], run, ignore=shutil.ignore_patterns("prior", "evaluations"))
     r = CliRunner().invoke(cli, ["train", "--workdir", str(run), "--steps", "5", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert f"next: shortdiff fit-prior --workdir {run}" in r.output and f"tensorboard --logdir {run / 'tb'}" in r.output

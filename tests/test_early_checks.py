@@ -3,7 +3,7 @@ every suggested fix passes the check that suggested it, with "did you mean" for 
 
 Each command runs in a subprocess in which ``import tensorflow`` fails (``sys.modules`` untouched): an error that names the
 problem therefore came before TensorFlow, and a command whose checks all pass ends in that
-ImportError instead.  The runs are real run directories of a 4-step training (test_cli's)."""
+ImportError instead.  The runs are copies of the suite's shared digits run (conftest's glow_run)."""
 import re
 import shutil
 import subprocess
@@ -11,8 +11,6 @@ import sys
 
 import pytest
 
-from shortdiff_tf.config import PriorConfig
-from tests.test_cli import digits_run  # noqa: F401  (the module's trained run)
 
 NO_TF = """
 import importlib.abc, importlib.machinery, sys
@@ -40,13 +38,11 @@ def without_tf(*args, cwd=None):
 
 
 @pytest.fixture(scope="module")
-def runs(digits_run, tmp_path_factory):  # noqa: F811
-    """runs/digits-vp-T0.4 (T = 0.4, no prior) and runs/with-prior (a Glow prior's config at 0.4)."""
+def runs(glow_run, tmp_path_factory):
+    """runs/digits-vp-T0.4 (T = 0.4, no prior) and runs/with-prior (its Glow prior fitted at 0.4)."""
     root = tmp_path_factory.mktemp("early") / "runs"
-    shutil.copytree(digits_run, root / "digits-vp-T0.4")
-    shutil.copytree(digits_run, root / "with-prior")
-    (root / "with-prior" / "prior").mkdir()
-    (root / "with-prior" / "prior" / "config.json").write_text(PriorConfig(T=0.4).to_json())
+    shutil.copytree(glow_run[0], root / "digits-vp-T0.4", ignore=shutil.ignore_patterns("prior"))
+    shutil.copytree(glow_run[0], root / "with-prior")
     return root
 
 

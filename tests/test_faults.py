@@ -18,7 +18,7 @@ from shortdiff_tf import checkpoints
 TRAIN = ["train", "--T", "0.4", "--steps", "10", "--batch-size", "8", "--ch", "8", "--log-every", "1",
          "--checkpoint-every", "1", "--no-progress", "--sample-grid", "0"]
 # resume does not depend on the network: an MLP, with enough (fast) steps to be killed in the middle
-TOY_STEPS = 200
+TOY_STEPS = 30
 TOY_TRAIN = [*TRAIN[:3], "--steps", str(TOY_STEPS), *TRAIN[5:], "--dataset", "gmm2d", "--width", "16"]
 FIT = ["fit-prior", "--steps", "10", "--glow-steps", "1", "--glow-hidden", "8", "--batch-size", "16",
        "--checkpoint-every", "1", "--no-progress"]
@@ -88,12 +88,10 @@ def test_kill_9_of_train_and_of_a_checkpoint_write_resume_to_the_uninterrupted_w
     assert not list(ckpts.glob("*_temp*"))
 
 
-def test_kill_9_of_fit_prior_resumes_to_the_uninterrupted_fit(tmp_path):
-    run = tmp_path / "run"
-    invoke(*TRAIN[:3], "--steps", "2", *TRAIN[5:], "--workdir", run)
+def test_kill_9_of_fit_prior_resumes_to_the_uninterrupted_fit(glow_run, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    for d in (full, cut):
-        shutil.copytree(run, d)
+    for d in (full, cut):                                   # the suite's digits run, without its prior
+        shutil.copytree(glow_run[0], d, ignore=shutil.ignore_patterns("prior", "evaluations"))
     invoke(*FIT, "--workdir", full)
     kill_after([*FIT, "--workdir", cut], cut / "prior" / "checkpoints", at_step=3)
     done = checkpoints.complete(cut / "prior" / "checkpoints")[-1][0]

@@ -20,7 +20,7 @@ from cli.resolve import FIELDS
 
 TINY = ["--steps", "2", "--batch-size", "8", "--ch", "8", "--no-progress", "--sample-grid", "0"]
 TINY_GLOW = ["--steps", "2", "--glow-steps", "1", "--glow-hidden", "8", "--batch-size", "8", "--no-progress"]
-# {img}: a digits run at T = 0.4 with a Glow prior; {toy}: a gmm1d run at T = 0.6 with a DP-GMM prior;
+# {img}: a digits run at T = 0.4 with a Glow prior (the suite's shared run); {toy}: a gmm1d run at T = 0.6 with a DP-GMM prior;
 # {img_copy}/{toy_copy}: fresh copies without a prior; {new}: a new directory; {tmp}: a scratch folder.
 RUNS = [
     ("train", ["--sde", "vp", "--T", "0.4", "--eps", "1e-5", "--dataset", "digits", "--download", "--workdir", "{new}",
@@ -149,12 +149,11 @@ def test_every_documented_option_value_is_run(command):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(glow_run, tmp_path_factory):
     base = tmp_path_factory.mktemp("options")
     img, toy = base / "img", base / "toy"
-    for args in (["train", "--T", "0.4", "--workdir", img, *TINY],
-                 ["fit-prior", "--workdir", img, *TINY_GLOW],
-                 ["train", "--dataset", "gmm1d", "--T", "0.6", "--width", "8", "--workdir", toy, *TINY],
+    shutil.copytree(glow_run[0], img, ignore=shutil.ignore_patterns("evaluations", "samples"))   # with its Glow
+    for args in (["train", "--dataset", "gmm1d", "--T", "0.6", "--width", "8", "--workdir", toy, *TINY],
                  ["fit-prior", "--workdir", toy, "--fit-samples", "500"]):
         r = CliRunner().invoke(cli, [str(a) for a in args])
         assert r.exit_code == 0, r.output

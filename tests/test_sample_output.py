@@ -20,7 +20,7 @@ from shortdiff_tf.app.train import train
 tmp = sys.argv[1]
 np.savez(f"{tmp}/data.npz", images=np.random.RandomState(0).randint(0, 256, (64, 32, 32, 3), dtype=np.uint8))
 cfg = config.RunConfig(sde=config.SDEConfig(T=0.4), data=config.DataConfig(dataset=f"{tmp}/data.npz"),
-                       model=config.ModelConfig(ch=1, ch_mult=(1,), num_res_blocks=1, attn_resolutions=()),
+                       model=config.ModelConfig(ch=1, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=()),
                        train=config.TrainConfig(steps=1, batch_size=8, warmup=1, sample_grid=0))
 train(cfg, f"{tmp}/run", progress=False, log=lambda *_: None)
 

@@ -18,7 +18,7 @@ from shortdiff_tf import data as data_lib, distribute
 from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.prior_fit import glow, mixtures, store, targets
-from shortdiff_tf.prior_fit.settings import check_resumable
+from shortdiff_tf.prior_fit.settings import check_kind, check_resumable
 from shortdiff_tf.preemption import never
 from shortdiff_tf.runlock import RunLock
 
@@ -30,7 +30,7 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
     strategy = strategy or tf.distribute.get_strategy()
     run = load_run(run_dir, pcfg.precision)
     sde = run.sde(pcfg.T)                                           # T <= the run's T, before writing
-    _check_kind(pcfg, run.shape)
+    check_kind(pcfg, run.shape)
     if pcfg.target == "ode":                                       # the targets are this checkpoint's flow
         pcfg = dataclasses.replace(pcfg, score_step=run.step)
     check_resumable(run_dir, pcfg)
@@ -65,13 +65,6 @@ def _ode_targets(run, sde, pcfg: PriorConfig, array, run_dir, log):
     points = targets.ode_targets(sde, run.score_fn(pcfg.T), array, pcfg.seed)
     store.save_targets(run_dir, points, pcfg.score_step)
     return points
-
-
-def _check_kind(pcfg: PriorConfig, shape) -> None:
-    if pcfg.kind == "glow" and len(shape) != 3:
-        raise ValueError("the Glow prior is for images; use --prior dpgmm, gmm or gaussian for toy data")
-    if pcfg.kind in ("gmm", "dpgmm") and len(shape) != 1:
-        raise ValueError(f"the {pcfg.kind} prior is for toy vectors; use --prior glow or gaussian for images")
 
 
 def _fit_closed_form(sde, source, pcfg: PriorConfig, run_dir) -> dict:

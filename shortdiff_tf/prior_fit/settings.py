@@ -32,6 +32,14 @@ def load_config(run_dir) -> Optional[PriorConfig]:
     return PriorConfig.from_json(text, source=str(path))
 
 
+def check_kind(pcfg: PriorConfig, shape) -> None:
+    """The prior's kind fits the data: a Glow for images, the mixtures for toy vectors."""
+    if pcfg.kind == "glow" and len(shape) != 3:
+        raise ValueError("the Glow prior is for images; use --prior dpgmm, gmm or gaussian for toy data")
+    if pcfg.kind in ("gmm", "dpgmm") and len(shape) != 1:
+        raise ValueError(f"the {pcfg.kind} prior is for toy vectors; use --prior glow or gaussian for images")
+
+
 def check_resumable(run_dir, pcfg: PriorConfig, check_score_step: bool = True) -> None:
     """A stored prior is resumed only with its own settings (the budget and intervals may change);
     an ode-target prior only with the score checkpoint that made its targets (``check_score_step``:
