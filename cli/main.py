@@ -10,7 +10,7 @@ import os
 
 import click
 
-from cli import commands, import_command, quiet, runs_command, study
+from cli import choose_command, commands, import_command, quiet, runs_command, study
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -38,3 +38,4 @@ cli.add_command(study.study)
 cli.add_command(study.train_classifier)
 cli.add_command(import_command.import_command)
 cli.add_command(runs_command.runs_command)
+cli.add_command(choose_command.choose_T)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from shortdiff_tf.config import PriorConfig
 
-COMMANDS = ("train", "fit-prior", "sample", "evaluate", "export", "import", "study", "runs")
+COMMANDS = ("train", "fit-prior", "sample", "evaluate", "export", "import", "study", "runs", "choose-T")
 
 
 def options_of(name: str):

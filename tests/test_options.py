@@ -255,7 +255,8 @@ os.environ["TF_CONFIG"] = json.dumps({{"cluster": {{"worker": [f"localhost:{{por
                                       "task": {{"type": "worker", "index": 0}}}})
 for args in {runs!r}:
     r = CliRunner().invoke(cli, args)
-    print("EXIT", r.exit_code, r.output.strip().splitlines()[-1] if r.output.strip() else "")
+    lines = [line for line in r.output.strip().splitlines() if not line.startswith("next:")]   # the result line
+    print("EXIT", r.exit_code, lines[-1] if lines else "")
 """
 
 

@@ -37,7 +37,8 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
                  seed: int = 0, T: Optional[float] = None, data_dir: Optional[str] = None,
                  prior: str = "auto", progress: bool = False, elbo_draws: int = elbo_lib.DEFAULT_DRAWS,
                  control: str = "optimal", repeats: int = 1, precision: str = "fp32", jit: bool = False,
-                 strategy=None, should_stop=never, store_dir=None, log=lambda *_: None) -> dict:
+                 strategy=None, should_stop=never, store_dir=None, log=lambda *_: None,
+                 per_example: bool = False, with_elbo: bool = True) -> dict:
     """PF-ODE log-likelihood per example (``repeats`` passes of one dequantisation and one
     Hutchinson probe each, averaged per example: ScoreSDE's protocol) with the chosen prior at T
     as the prior term, and the ELBO on the same examples with p_noise (L) and, when the run has
@@ -47,7 +48,9 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     ``precision``: the score network's compute dtype; ``jit``: XLA for the ODE's right-hand side.
     ``strategy``: each likelihood batch is split over its replicas, and the ELBO's batches run one
     per replica.  ``store_dir``: where the batches are kept (default RUN/evaluations; another
-    folder for a read-only run)."""
+    folder for a read-only run).  ``per_example``: each likelihood also lists every example's
+    log p (``log_prob_per_example``, in data order: for paired comparisons); ``with_elbo``: False
+    skips the ELBO."""
     replicas = distribute.replica_count(strategy)
     if batch_size % replicas:
         raise ValueError(f"--batch-size {batch_size} is not divisible by the {replicas} replicas; "
@@ -86,19 +89,21 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
               "checkpoint_step": run.step, "prior": prior_name, "dim": math.prod(run.shape)}
     is_image = arr.dtype == np.uint8
     noise = sde.prior(run.shape)
-    report["likelihood"] = likelihood_terms(average_passes(passes), is_image)
+    report["likelihood"] = likelihood_terms(average_passes(passes), is_image, per_example)
     priors = {"noise": noise}
     if prior_name != "noise":             # p_noise on the same ODE solves: a paired comparison
-        report["likelihood_noise"] = likelihood_terms(average_passes([swap_prior(p, noise) for p in passes]), is_image)
+        report["likelihood_noise"] = likelihood_terms(average_passes([swap_prior(p, noise) for p in passes]), is_image,
+                                                      per_example)
         priors["aux"] = prior_obj
     elbos = elbo_lib.elbos(sde, score, priors, xs[0], split(seed, 10**6), batch_size=batch_size, draws=elbo_draws,
-                           control=control, strategy=strategy)
+                           control=control, strategy=strategy) if with_elbo else {}
     for name, e in elbos.items():
         report[f"elbo_{name}"] = {**e.as_dict(), **({"bpd_bound": e.bits_per_dim(pixels.RANGE)} if is_image else {})}
     if "aux" in elbos:
         gain = elbos["aux"].minus(elbos["noise"])
         report["elbo_aux_minus_noise"] = {"mean": gain.mean, "sem": gain.sem}
-    report["elbo"] = report["elbo_aux" if prior_name != "noise" else "elbo_noise"]
+    if with_elbo:
+        report["elbo"] = report["elbo_aux" if prior_name != "noise" else "elbo_noise"]
     report["summary"] = str(store.dir / "summary.json")
     atomic_write_json(store.dir / "summary.json", report)         # beside its batches
     return report
@@ -154,11 +159,13 @@ def swap_prior(parts, prior) -> list:
     return out
 
 
-def likelihood_terms(parts, is_image: bool) -> dict:
+def likelihood_terms(parts, is_image: bool, per_example: bool = False) -> dict:
     """Means and standard errors over all batches; for images the BitsPerDim terms as well."""
     ll = likelihood.concatenate(parts)
     out = {"log_prob": float(tf.reduce_mean(ll.log_prob)), "log_prob_sem": standard_error(ll.log_prob),
            "prior_logp": float(tf.reduce_mean(ll.prior_logp)), "delta_logp": float(tf.reduce_mean(ll.delta_logp))}
+    if per_example:
+        out["log_prob_per_example"] = [float(v) for v in ll.log_prob.numpy()]
     if is_image:
         b = likelihood.bits_per_dim(ll, data_range=pixels.RANGE).summary()
         out.update(bpd=b["bpd"], bpd_sem=b["bpd_sem"], bpd_prior_T=b["prior_T"], bpd_ode=b["ode"],

@@ -24,9 +24,11 @@ from shortdiff_tf.runlock import RunLock
 
 
 def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, log=print,
-              stop_after: Optional[int] = None, should_stop=never) -> dict:
+              stop_after: Optional[int] = None, should_stop=never, warm_start: Optional[str] = None) -> dict:
     """Fit nu_phi at pcfg.T on the run's training data and store it; -> a summary dict.
-    The writer holds ``RUN/prior/.lock`` (score training of the same run may go on beside it)."""
+    The writer holds ``RUN/prior/.lock`` (score training of the same run may go on beside it).
+    ``warm_start``: a Glow checkpoint (of the same architecture, fitted at another T) whose flow
+    weights a new fit starts from instead of its initialisation (``choose-T``)."""
     strategy = strategy or tf.distribute.get_strategy()
     run = load_run(run_dir, pcfg.precision)
     sde = run.sde(pcfg.T)                                           # T <= the run's T, before writing
@@ -35,22 +37,24 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
         pcfg = dataclasses.replace(pcfg, score_step=run.step)
     check_resumable(run_dir, pcfg)
     if not distribute.is_chief(strategy):
-        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop)
+        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop, warm_start)
     with RunLock(store.prior_dir(run_dir) / ".lock", "shortdiff fit-prior"):
-        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop)
+        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop, warm_start)
 
 
-def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_after, should_stop=never) -> dict:
+def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_after, should_stop=never,
+         warm_start=None) -> dict:
     d = run.cfg.data
     if pcfg.kind == "glow" and pcfg.target == "sde" and data_lib.is_tfds(d.dataset):       # streamed
         return glow.fit_glow(sde, data_lib.tfds_source(d.dataset, "train", d.data_dir), run.shape, pcfg, run_dir,
-                             strategy, progress, log, stop_after, should_stop)
+                             strategy, progress, log, stop_after, should_stop, warm_start=warm_start)
     array = data_lib.load(d.dataset, "train", d.data_dir).array
     if pcfg.target == "ode" and pcfg.kind != "glow":                # the closed forms fit num_fit_samples points
         array = array[: pcfg.num_fit_samples]
     source = _ode_targets(run, sde, pcfg, array, run_dir, log) if pcfg.target == "ode" else array
     if pcfg.kind == "glow":
-        return glow.fit_glow(sde, source, run.shape, pcfg, run_dir, strategy, progress, log, stop_after, should_stop)
+        return glow.fit_glow(sde, source, run.shape, pcfg, run_dir, strategy, progress, log, stop_after, should_stop,
+                             warm_start=warm_start)
     return _fit_closed_form(sde, source, pcfg, run_dir)
 
 

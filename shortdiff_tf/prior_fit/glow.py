@@ -29,9 +29,10 @@ from shortdiff_tf.progress import Progress
 
 
 def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress: bool = True, log=print,
-             stop_after: Optional[int] = None, should_stop=never) -> dict:
+             stop_after: Optional[int] = None, should_stop=never, warm_start: Optional[str] = None) -> dict:
     """Fit (or resume fitting) a Glow prior on ``source`` (uint8 data or ODE targets in memory, or
-    a TFDS stream) at sde.T."""
+    a TFDS stream) at sde.T.  A new fit with ``warm_start`` (a Glow checkpoint of the same
+    architecture) starts from its flow weights; the optimiser and the step start afresh."""
     out = store.prior_dir(run_dir)
     prior, opt, step = _glow_state(pcfg, shape, strategy)
     ckpt = tf.train.Checkpoint(prior=prior, optimizer=opt, step=step)
@@ -45,6 +46,9 @@ def fit_glow(sde, source, shape, pcfg: PriorConfig, run_dir, strategy, progress:
     manager = tf.train.CheckpointManager(ckpt, str(write / "checkpoints"), max_to_keep=2)
     if latest:
         checkpoints.restore(ckpt, latest, what="prior")
+    elif warm_start:
+        checkpoints.restore(tf.train.Checkpoint(prior=prior), warm_start, partial=True, what="prior")
+        log(f"warm start from {warm_start}")
     if write == out:
         store.save_config(run_dir, pcfg)
         truncate_jsonl(out / "metrics.jsonl", int(step.numpy()))

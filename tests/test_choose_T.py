@@ -1,0 +1,103 @@
+"""`shortdiff choose-T`: the rule on paired synthetic bits/dim (exact cases), and the search on
+the suite's digits run (T_max = 0.4): views with their priors, warm starts, the report, the
+figure, a resumed rerun, and bad input."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from shortdiff_tf.study.choose_T import Z_ONE_SIDED_5, chosen, next_T, verdicts
+
+
+def paired(rng, n=400):
+    """Per-image bits/dim at four T: 0.2 clearly worse, 0.4 worse by 0.004 (within 0.01), 0.7 the
+    best, 1.0 worse by 0.03; the images' own spread (sd 0.5) is shared, the paired noise small."""
+    base = rng.normal(3.0, 0.5, n)
+    return {0.2: base + 0.4 + rng.normal(0, 0.01, n), 0.4: base + 0.004 + rng.normal(0, 0.01, n),
+            0.7: base + rng.normal(0, 0.01, n), 1.0: base + 0.03 + rng.normal(0, 0.01, n)}
+
+
+def test_the_rule_takes_the_shortest_T_within_the_tolerance_of_the_best_on_paired_differences():
+    bpd = paired(np.random.RandomState(0))
+    best, v = verdicts(bpd, tolerance=0.01)
+    assert best == 0.7 and v[0.7]["difference"] == 0.0 and v[0.7]["passes"]
+    assert [T for T in sorted(v) if v[T]["passes"]] == [0.4, 0.7] and chosen(v) == 0.4
+    for T in v:                                          # the verdict is the documented inequality
+        d = bpd[T] - bpd[0.7]
+        sem = d.std(ddof=1) / np.sqrt(d.size)
+        assert v[T]["difference_sem"] == pytest.approx(sem)
+        assert v[T]["passes"] == (d.mean() - Z_ONE_SIDED_5 * sem <= 0.01)
+    # unpaired standard errors (sd 0.5 / 20 = 0.025) would not separate 0.4 from 1.0: pairing does
+    assert v[0.4]["difference_sem"] < 0.002 and not v[1.0]["passes"]
+    assert chosen(verdicts(bpd, tolerance=1e-6)[1]) == 0.7     # no slack: the best itself
+    assert chosen(verdicts(bpd, tolerance=1.0)[1]) == 0.2      # everything passes: the shortest
+
+
+def test_a_difference_lost_in_its_noise_passes_and_bisection_looks_below_T_star():
+    rng = np.random.RandomState(1)
+    base = rng.normal(3.0, 0.5, 50)
+    noise = rng.normal(0, 0.1, 50)
+    noisy = {0.3: base + 0.02 + noise - noise.mean(), 0.6: base.copy()}     # +0.02 exactly, SE ~0.014: cannot reject
+    _, v = verdicts(noisy, tolerance=0.01)
+    assert v[0.3]["passes"] and chosen(v) == 0.3 and next_T(v) is None
+    _, v = verdicts(paired(np.random.RandomState(0)), tolerance=0.01)
+    assert next_T(v) == pytest.approx(0.3)                # between 0.2 (fails) and T* = 0.4
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+SEARCH = ["--T-grid", "0.2,0.4", "--refine", "1", "--num-examples", "4", "--batch-size", "4", "--rtol", "1e-2",
+          "--atol", "1e-2", "--prior-steps", "3", "--glow-levels", "0", "--glow-steps", "1", "--glow-hidden", "8",
+          "--seed", "0", "--no-progress"]
+
+
+def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run(glow_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(glow_run[0], run, ignore=shutil.ignore_patterns("prior", "evaluations", "samples"))
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
+    r = invoke("choose-T", "--workdir", run, *SEARCH, "--tolerance", "1e-9", "--strategy", "default", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output.strip().splitlines()[-1])
+    Ts = [p["T"] for p in rep["points"]]
+    assert Ts[0] == 0.2 and 0.4 in Ts and set(Ts) <= {0.2, 0.3, 0.4}
+    passing = [p["T"] for p in rep["points"] if p["passes"]]
+    assert rep["T_star"] == min(passing) and rep["T_best"] in passing
+    if rep["T_star"] == 0.4:                                # 0.2 failed: one bisection step at 0.3
+        assert 0.3 in Ts
+    by_T = {p["T"]: p for p in rep["points"]}
+    assert by_T[0.2]["warm_start_from"] is None and by_T[0.4]["warm_start_from"] == 0.2
+    assert "warm start from" in r.output
+    for T, p in by_T.items():                               # every view is a run with its prior at T
+        view = run / "views" / f"T{T:g}"
+        assert p["view"] == str(view) and json.loads((view / "prior" / "config.json").read_text())["T"] == T
+        assert p["em_nfe"] == round(1000 * T) and np.isfinite(p["bpd"]) and np.isfinite(p["bpd_noise"])
+    assert rep["saving"]["em_nfe_at_T_star"] == round(1000 * rep["T_star"]) and rep["saving"]["em_nfe_at_T_max"] == 400
+    assert (run / "choose_T.png").stat().st_size > 0 and json.loads((run / "choose_T.json").read_text())["T_star"] \
+        == rep["T_star"]
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == before
+    assert not (run / "prior").exists()
+    again = invoke("choose-T", "--workdir", run, *SEARCH, "--tolerance", "100", "--strategy", "mirrored",
+                   "--json")                                                          # resumes: no new fit
+    assert again.exit_code == 0 and "fitting a Glow" not in again.output, again.output
+    assert json.loads(again.output.strip().splitlines()[-1])["T_star"] == 0.2           # all pass: the shortest
+    r = invoke("sample", "--workdir", run / "views" / "T0.2", "--num-samples", "2", "--steps", "2", "--json")
+    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["prior"] == "aux:glow", r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--T-grid", "0.2,0.5"], "--T 0.5 is beyond the T = 0.4"),
+    (["--T-grid", "0.2,0.2"], "distinct diffusion times"),
+    (["--T-grid", "0.2,x"], "comma-separated numbers"),
+    (["--tolerance", "nan"], "--tolerance"),
+])
+def test_choose_T_bad_input_is_one_line_and_writes_nothing(glow_run, tmp_path, args, message):
+    run = tmp_path / "run"
+    shutil.copytree(glow_run[0], run, ignore=shutil.ignore_patterns("prior", "evaluations", "samples"))
+    r = invoke("choose-T", "--workdir", run, *args)
+    assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output, r.output
+    assert not (run / "views").exists()
