@@ -180,3 +180,22 @@ def prior_fit(workdir, pcfg, shape) -> None:
     from shortdiff_tf.prior_fit.settings import check_kind, check_resumable
     check_kind(pcfg, shape)
     check_resumable(workdir, pcfg, check_score_step=False)
+
+
+def chosen_T(workdir, T):
+    """``--T auto``: (the view of T* that ``choose-T`` left, T*); any other T: (workdir, T)."""
+    if T != "auto":
+        return workdir, T
+    path = Path(workdir) / "choose_T.json"
+    try:
+        report = json.loads(path.read_text())
+        view, star = report["view"], float(report["T_star"])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--T auto needs {path}; choose T first with `shortdiff choose-T --workdir {workdir}`") \
+            from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{path} is unreadable; rerun `shortdiff choose-T --workdir {workdir}` (it resumes)") from None
+    if not (Path(view) / "config.json").is_file():
+        raise FileNotFoundError(f"the view {view} that {path} names is gone; rerun `shortdiff choose-T --workdir "
+                                f"{workdir}` (it resumes)")
+    return view, star

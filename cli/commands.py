@@ -7,7 +7,7 @@ import click
 
 from cli import checks
 from cli.errors import friendly, should_stop
-from cli.options import (ONE_MACHINE_STRATEGIES, POSITIVE, SAMPLER_CHOICES, T_RANGE, AliasedOption, FiniteFloat,
+from cli.options import (ONE_MACHINE_STRATEGIES, POSITIVE, SAMPLER_CHOICES, T_OR_AUTO, AliasedOption, FiniteFloat,
                          eval_precision_option, json_option, prior_option, report)
 from cli.quiet import load_tensorflow
 from cli.reports import evaluate_lines
@@ -28,7 +28,9 @@ from cli.reports import evaluate_lines
                    "[default: all, at most 1,024].")
 @click.option("--seed", type=int, default=0, help="Sampling seed (same seed, same images at any --num-samples).")
 @click.option("--snr", type=POSITIVE, default=None, help="Langevin signal-to-noise (pc)  [default: 0.16, as ScoreSDE].")
-@click.option("--T", "T", type=T_RANGE, default=None, help="Sample from a shorter T than trained  [default: the prior's T, else the run's].")
+@click.option("--T", "T", type=T_OR_AUTO, default=None,
+              help="Sample from a shorter T than trained; auto: choose-T's T* and its prior  "
+                   "[default: the prior's T, else the run's].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output stem (.png and .npz)  [default: RUN/samples/<every setting>].")
 @click.option("--temperature", type=FiniteFloat(0, 10, min_open=True), default=1.0, help="Scale of the prior's noise.")
 @click.option("--rtol", type=POSITIVE, default=None, help="ODE relative tolerance (ode sampler)  [default: 1e-5].")
@@ -45,6 +47,7 @@ from cli.reports import evaluate_lines
 def sample(workdir, sampler, steps, sample_eps, num_samples, batch_size, seed, snr, T, out, temperature, rtol, atol,
            prior, precision, jit, strategy, no_progress, as_json):
     """Sample a trained run to a PNG grid and an .npz.  e.g.  shortdiff sample --workdir runs/digits-vp-T0.4"""
+    workdir, T = checks.chosen_T(workdir, T)
     checks.run_T(checks.trained_run(workdir), T, workdir)
     checks.prior_for(workdir, prior, T)
     checks.writable_dir(Path(out).parent if out else Path(workdir) / "samples", "--out")
@@ -72,7 +75,9 @@ def sample(workdir, sampler, steps, sample_eps, num_samples, batch_size, seed, s
 @click.option("--divergence", type=click.Choice(["hutchinson", "exact"]), default="hutchinson",
               help="Divergence of the PF-ODE drift: Hutchinson-Skilling or exact (low dimension).")
 @click.option("--seed", type=int, default=0, help="Seed of dequantisation, probes and ELBO draws.")
-@click.option("--T", "T", type=T_RANGE, default=None, help="Evaluate with a shorter T than trained  [default: the prior's T, else the run's].")
+@click.option("--T", "T", type=T_OR_AUTO, default=None,
+              help="Evaluate with a shorter T than trained; auto: choose-T's T* and its prior  "
+                   "[default: the prior's T, else the run's].")
 @click.option("--repeats", type=click.IntRange(1, 1000), default=1,
               help="Likelihood passes per example (new dequantisation and probe each), averaged per example.")
 @click.option("--elbo-draws", type=click.IntRange(1, 4096), default=16,
@@ -95,6 +100,7 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
              repeats, elbo_draws, control_variate, prior, precision, jit, strategy, store_dir, no_progress, as_json):
     """Bits/dim by the probability-flow ODE, and the ELBO, with their terms.
     e.g.  shortdiff evaluate --workdir runs/digits-vp-T0.4 --num-examples 64"""
+    workdir, T = checks.chosen_T(workdir, T)
     cfg = checks.trained_run(workdir)
     at = checks.run_T(cfg, T, workdir)
     at = checks.prior_for(workdir, prior, T) or at
@@ -117,7 +123,9 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 @click.option("--workdir", type=click.Path(file_okay=False), required=True, help="A trained run directory.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="SavedModel directory  [default: saved_models/<run name>/<next version>].")
-@click.option("--T", "T", type=T_RANGE, default=None, help="Export with a shorter T than trained (p_noise prior)  [default: the prior's T, else the run's].")
+@click.option("--T", "T", type=T_OR_AUTO, default=None,
+              help="Export with a shorter T than trained (p_noise prior); auto: choose-T's T* and its prior  "
+                   "[default: the prior's T, else the run's].")
 @click.option("--rtol", type=POSITIVE, default=1e-5, help="ODE relative tolerance (bpd, ode sampler).")
 @click.option("--atol", type=POSITIVE, default=1e-5, help="ODE absolute tolerance.")
 @prior_option
@@ -126,6 +134,7 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 def export(workdir, out, T, rtol, atol, prior, as_json):
     """One SavedModel for TF Serving with sample, bpd, log_prob, score and metadata signatures.
     e.g.  shortdiff export --workdir runs/digits-vp-T0.4"""
+    workdir, T = checks.chosen_T(workdir, T)
     checks.run_T(checks.trained_run(workdir), T, workdir)
     checks.prior_for(workdir, prior, T)
     if out:

@@ -38,6 +38,22 @@ class FiniteFloat(click.FloatRange):
 POSITIVE = FiniteFloat(0, min_open=True)
 NON_NEGATIVE = FiniteFloat(0)
 T_RANGE = FiniteFloat(0, 1, min_open=True)
+
+
+class TOrAuto(FiniteFloat):
+    """A diffusion time in (0, 1], or ``auto``: the T* that ``shortdiff choose-T`` chose."""
+    name = "T"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return super().convert(value, param, ctx)
+
+    def get_metavar(self, param, ctx=None):
+        return "T|auto"
+
+
+T_OR_AUTO = TOrAuto(0, 1, min_open=True)
 UNIT_INTERVAL = FiniteFloat(0, 1)
 
 

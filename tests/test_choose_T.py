@@ -47,6 +47,16 @@ def test_a_difference_lost_in_its_noise_passes_and_bisection_looks_below_T_star(
     assert next_T(v) == pytest.approx(0.3)                # between 0.2 (fails) and T* = 0.4
 
 
+def test_a_flat_curve_chooses_the_shortest_T_and_a_best_at_T_max_chooses_T_max():
+    rng = np.random.RandomState(2)
+    base = rng.normal(3.0, 0.5, 100)
+    flat = {T: base + rng.normal(0, 1e-4, 100) for T in (0.2, 0.5, 1.0)}
+    assert chosen(verdicts(flat, tolerance=0.01)[1]) == 0.2
+    rising = {0.2: base + 0.3, 0.5: base + 0.1, 1.0: base.copy()}          # shorter is always worse
+    best, v = verdicts(rising, tolerance=0.01)
+    assert best == 1.0 and chosen(v) == 1.0 and next_T(v) == pytest.approx(0.75)
+
+
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -85,8 +95,19 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
                    "--json")                                                          # resumes: no new fit
     assert again.exit_code == 0 and "fitting a Glow" not in again.output, again.output
     assert json.loads(again.output.strip().splitlines()[-1])["T_star"] == 0.2           # all pass: the shortest
-    r = invoke("sample", "--workdir", run / "views" / "T0.2", "--num-samples", "2", "--steps", "2", "--json")
-    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["prior"] == "aux:glow", r.output
+    r = invoke("sample", "--workdir", run, "--T", "auto", "--num-samples", "2", "--steps", "2", "--json")
+    rep = json.loads(r.output.strip().splitlines()[-1])                                    # T* = 0.2 and its view
+    assert r.exit_code == 0 and rep["T"] == 0.2 and rep["prior"] == "aux:glow" and "views/T0.2" in rep["npz"], r.output
+    r = invoke("evaluate", "--workdir", run, "--T", "auto", "--num-examples", "2", "--batch-size", "2", "--rtol", "1e-2",
+               "--atol", "1e-2", "--elbo-draws", "1", "--no-progress", "--json")
+    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["T"] == 0.2, r.output
+    r = invoke("export", "--workdir", run, "--T", "auto", "--out", tmp_path / "model", "--json")
+    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["T"] == 0.2, r.output
+
+
+def test_T_auto_before_choose_T_says_how_to_get_it(glow_run):
+    code = CliRunner().invoke(cli, ["sample", "--workdir", str(glow_run[0]), "--T", "auto"])
+    assert code.exit_code != 0 and "--T auto needs" in code.output and "shortdiff choose-T --workdir" in code.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -210,8 +210,11 @@ def metadata(run: Run, prior_name: str, sde, rtol: float, atol: float) -> dict:
 
 
 def default_out(run_dir, root=EXPORT_ROOT) -> Path:
-    """root/NAME/VERSION with NAME the run directory's name and VERSION the next integer."""
-    base = Path(root) / _name(Path(run_dir).resolve().name)
+    """root/NAME/VERSION with NAME the run directory's name (RUN-T0.4 for choose-T's view
+    RUN/views/T0.4) and VERSION the next integer."""
+    path = Path(run_dir).resolve()
+    name = f"{path.parent.parent.name}-{path.name}" if path.parent.name == "views" else path.name
+    base = Path(root) / _name(name)
     taken = [int(p.name) for p in base.glob("*") if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
     return base / str(max(taken, default=0) + 1)
 
