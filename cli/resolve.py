@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from cli.config_file import apply_run
 from shortdiff_tf import config as config_lib, data as data_lib
 
 # option name -> (config section, field)
@@ -44,27 +45,32 @@ def _apply(cfg: config_lib.RunConfig, values: dict) -> config_lib.RunConfig:
     return config_lib.RunConfig(**sections)
 
 
-def resolve_train_config(workdir, ctx, opts: dict) -> config_lib.RunConfig:
-    """An existing run's config (resume) or presets for the data, then the given options on top."""
-    given = _explicit(ctx, opts)
+def resolve_train_config(workdir, ctx, opts: dict, file: dict = None) -> config_lib.RunConfig:
+    """An existing run's config (resume) or presets for the data, then a --config file's settings
+    (``file``: ``config_file.run_settings``), then the given options on top."""
+    given, file = _explicit(ctx, opts), file or {}
     if (Path(workdir) / "config.json").exists():
         saved = config_lib.RunConfig.load(workdir)
         preset = opts.get("preset")
         if preset and preset != saved.train.preset:
             raise ValueError(f"{workdir} holds a run started {'from ' + saved.train.preset if saved.train.preset else 'without a preset'}"
                              f", not from {preset}; use a new --workdir")
-        return _apply(saved, given)
+        return _apply(apply_run(saved, file), given)
     if opts.get("preset"):
         return _from_preset(opts["preset"], opts, given)
-    dataset = opts["dataset"]
+    dataset = given.get("dataset", file.get("data", {}).get("dataset", opts["dataset"]))
     if opts.get("download") and data_lib.is_tfds(dataset):
         data_lib.download(dataset, opts.get("data_dir"))       # prepared on disk, never read into memory
-    shape = data_lib.shape_of(dataset, "train", opts.get("data_dir"))
+    same_data = file.get("data", {}).get("dataset", dataset) == dataset
+    shape = tuple(file.get("data", {}).get("shape") or () if same_data else ()) or \
+        data_lib.shape_of(dataset, "train", opts.get("data_dir"))
+    if not same_data:                                     # --dataset over the file's: that data's shape
+        file = {**file, "data": {k: v for k, v in file["data"].items() if k != "shape"}}
     base = config_lib.RunConfig(data=config_lib.DataConfig(dataset=dataset, shape=shape),
                                 model=config_lib.model_preset(shape),
                                 train=config_lib.train_preset(dataset, shape))
     base = _apply(base, {k: opts[k] for k in ("sde", "T", "eps") if opts.get(k) is not None})
-    return _apply(base, given)
+    return _apply(apply_run(base, file), given)
 
 
 def _from_preset(name: str, opts: dict, given: dict) -> config_lib.RunConfig:

@@ -71,19 +71,28 @@ from cli.quiet import load_tensorflow
               help="XLA-compile the train step's forward and backward pass  [default: no; the run's when resuming].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and its parameter count, and exit.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A config.json (a run's, or a subset of one) as the base; options given override it  "
+                   "[default: none: presets by data].")
 @json_option
 @friendly
-def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
+def train(dry_run, as_json, no_progress, strategy, workdir, config_path, **opts):
     """Train a score model.  e.g.  shortdiff train --sde vp --T 0.4"""
-    workdir = workdir or default_workdir(opts["dataset"], opts["sde"], opts["T"])
-    checks.train_workdir(workdir)
+    from cli.config_file import run_settings
     from cli.resolve import resolve_train_config
+    file = run_settings(config_path) if config_path else {}
+    ctx = click.get_current_context()
+    named = {k: (opts[k] if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT
+                 else file.get(section, {}).get(field, opts[k]))
+             for k, (section, field) in (("dataset", ("data", "dataset")), ("sde", ("sde", "kind")), ("T", ("sde", "T")))}
+    workdir = workdir or default_workdir(named["dataset"], named["sde"], named["T"])
+    checks.train_workdir(workdir)
     if (Path(workdir) / "config.json").exists():           # a resume: its settings, before TensorFlow
-        checks.resumable(workdir, resolve_train_config(workdir, click.get_current_context(), opts))
+        checks.resumable(workdir, resolve_train_config(workdir, ctx, opts, file))
     else:
-        checks.dataset(opts["dataset"], opts.get("data_dir"))
+        checks.dataset(named["dataset"], opts.get("data_dir"))
     if dry_run:
-        cfg = resolve_train_config(workdir, click.get_current_context(), opts)
+        cfg = resolve_train_config(workdir, ctx, opts, file)
         load_tensorflow()
         from shortdiff_tf import networks
         count = networks.count_params(networks.build_score_net(cfg.model, cfg.data.shape))
@@ -92,7 +101,7 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
     from shortdiff_tf import distribute
     strat = distribute.get(strategy)                          # multiworker: before any other TF op
     reclaim_signals()
-    cfg = resolve_train_config(workdir, click.get_current_context(), opts)
+    cfg = resolve_train_config(workdir, ctx, opts, file)
     from shortdiff_tf.app.train import train as train_run
     click.echo(f"run directory: {workdir}")
     result = train_run(cfg, workdir, strategy=strat, progress=not no_progress, log=click.echo, should_stop=should_stop())
@@ -129,10 +138,13 @@ def train(dry_run, as_json, no_progress, strategy, workdir, **opts):
 @eval_precision_option
 @click.option("--jit/--no-jit", default=False, help="XLA-compile the Glow fit's forward and backward pass.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A prior config.json (RUN/prior/config.json, or a subset) as the base; options given override it  "
+                   "[default: none].")
 @json_option
 @friendly
 def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glow_levels, glow_steps, glow_hidden,
-              components, fit_samples, checkpoint_every, strategy, precision, jit, no_progress, as_json):
+              components, fit_samples, checkpoint_every, strategy, precision, jit, no_progress, config_path, as_json):
     """Fit the auxiliary prior nu_phi on the diffused data at T.  e.g.  shortdiff fit-prior --workdir runs/digits-vp-T0.4"""
     run_cfg = checks.trained_run(workdir)
     checks.unlocked(Path(workdir) / "prior" / ".lock")
@@ -142,6 +154,9 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glo
     pcfg = PriorConfig(kind=kind, T=run_cfg["sde"]["T"] if T is None else T, target=target, steps=steps,
                        batch_size=batch_size, lr=lr, seed=seed, components=components, num_fit_samples=fit_samples,
                        checkpoint_every=checkpoint_every, precision=precision, jit=jit, **architecture)
+    if config_path:
+        pcfg = _with_file(pcfg, config_path)
+        T = pcfg.T
     checks.run_T(run_cfg, T, workdir)
     checks.prior_fit(workdir, pcfg, run_cfg["data"]["shape"])
     load_tensorflow()
@@ -157,6 +172,23 @@ def fit_prior(workdir, kind, T, target, steps, batch_size, lr, seed, preset, glo
         at = "" if T is None else f" --T {T:g}"
         next_steps(f"shortdiff sample --workdir {workdir}{at}", f"shortdiff evaluate --workdir {workdir}{at}",
                    f"tensorboard --logdir {Path(workdir) / 'prior' / 'tb'}")
+
+
+# PriorConfig field -> the fit-prior option that sets it
+PRIOR_OPTIONS = {"kind": "kind", "T": "T", "target": "target", "steps": "steps", "batch_size": "batch_size", "lr": "lr",
+                 "seed": "seed", "components": "components", "num_fit_samples": "fit_samples",
+                 "checkpoint_every": "checkpoint_every", "precision": "precision", "jit": "jit", "preset": "preset",
+                 "levels": "glow_levels", "steps_per_level": "glow_steps", "hidden": "glow_hidden"}
+
+
+def _with_file(pcfg, path):
+    """The file's settings in place of every option not given on the command line."""
+    import dataclasses
+    from click.core import ParameterSource
+    from cli.config_file import prior_settings
+    ctx = click.get_current_context()
+    given = {field for field, option in PRIOR_OPTIONS.items() if ctx.get_parameter_source(option) != ParameterSource.DEFAULT}
+    return dataclasses.replace(pcfg, **{k: v for k, v in prior_settings(path).items() if k not in given})
 
 
 def next_steps(*commands) -> None:

@@ -84,3 +84,37 @@ def test_train_and_fit_prior_end_with_the_next_command(glow_run, tmp_path):
     events = event_accumulator.EventAccumulator(str(run / "prior" / "tb"))
     events.Reload()
     assert {"nll_per_dim", "bits_per_dim_at_T", "learning_rate", "prior_samples_x_T"} <= set(events.Tags()["tensors"])
+
+
+def test_train_takes_a_config_file_with_the_options_given_on_top(glow_run, tmp_path):
+    subset = tmp_path / "subset.json"
+    subset.write_text(json.dumps({"sde": {"T": 0.3}, "model": {"ch": 8, "num_res_blocks": 1}, "train": {"lr": 5e-4}}))
+    r = CliRunner().invoke(cli, ["train", "--config", str(subset), "--lr", "1e-3", "--dry-run", "--workdir",
+                                 str(tmp_path / "dry")])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.output[r.output.index("{"):])
+    assert (cfg["sde"]["T"], cfg["model"]["ch"], cfg["train"]["lr"], cfg["data"]["dataset"]) == (0.3, 8, 1e-3, "digits")
+    r = CliRunner().invoke(cli, ["train", "--config", str(glow_run[0] / "config.json"), "--steps", "1", "--no-progress",
+                                 "--workdir", str(tmp_path / "again"), "--json"])
+    assert r.exit_code == 0, r.output
+    made, source = (json.loads((p / "config.json").read_text()) for p in (tmp_path / "again", glow_run[0]))
+    assert made["train"]["steps"] == 1 and {**made["train"], "steps": 0} == {**source["train"], "steps": 0}
+    assert (made["sde"], made["model"], made["data"]) == (source["sde"], source["model"], source["data"])
+    bad = tmp_path / "bad.json"
+    for text, message in (('{"sde": {"TT": 1}}', "unknown 'sde' settings TT"), ('{"optim": {}}', "unknown sections optim"),
+                          ("[1]", "not an object"), ("{oops", "not JSON")):
+        bad.write_text(text)
+        r = CliRunner().invoke(cli, ["train", "--config", str(bad), "--workdir", str(tmp_path / "never")])
+        assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output, r.output
+        assert not (tmp_path / "never").exists()
+
+
+def test_fit_prior_takes_a_prior_config_file(glow_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(glow_run[0], run, ignore=shutil.ignore_patterns("prior", "evaluations", "samples"))
+    source = json.loads((glow_run[0] / "prior" / "config.json").read_text())
+    r = CliRunner().invoke(cli, ["fit-prior", "--workdir", str(run), "--config", str(glow_run[0] / "prior" / "config.json"),
+                                 "--steps", "2", "--no-progress", "--json"])
+    assert r.exit_code == 0, r.output
+    made = json.loads((run / "prior" / "config.json").read_text())
+    assert made["steps"] == 2 and {**made, "steps": 0} == {**source, "steps": 0}

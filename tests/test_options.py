@@ -35,6 +35,7 @@ RUNS = [
                "--no-reduce-mean", "--no-flip", "--embedding", "fourier",
                "--data-dir", "{tmp}", "--workdir", "{new}", "--precision", "bf16", "--jit", *TINY]),
     ("train", ["--sde", "subvp", "--T", "0.5", "--dry-run", "--workdir", "{new}"]),
+    ("train", ["--config", "{img}/config.json", "--dry-run", "--workdir", "{new}"]),
     ("train", ["--preset", "ddpmpp-mnist", "--precision", "fp16", "--no-jit", "--dry-run", "--workdir", "{new}"]),
     ("train", ["--preset", "ddpmpp-cifar10", "--T", "0.4", "--dry-run", "--workdir", "{new}"]),
     ("fit-prior", ["--workdir", "{img_copy}", "--prior", "glow", "--T", "0.3", "--target", "sde", "--lr", "1e-3",
@@ -48,6 +49,7 @@ RUNS = [
                    "--fit-samples", "400", "--precision", "fp16"]),
     ("fit-prior", ["--workdir", "{toy_copy}", "--prior", "dpgmm", "--components", "3", "--fit-samples", "500",
                    "--json"]),
+    ("fit-prior", ["--workdir", "{img_copy}", "--config", "{img}/prior/config.json", "--steps", "1", "--no-progress"]),
     ("sample", ["--workdir", "{img}", "--sampler", "em", "--steps", "3", "--num-samples", "3", "--batch-size", "2", "--seed", "1",
                 "--prior", "aux", "--temperature", "0.9", "--out", "{tmp}/s", "--precision", "fp32", "--strategy",
                 "default", "--json"]),
@@ -186,6 +188,9 @@ def check(command: str, args: list, output: str, tmp):
         assert (cfg["train"]["reduce_mean"], cfg["train"]["random_flip"]) == ("--reduce-mean" in args, "--flip" in args) \
             or "--preset" in args
         assert cfg["train"]["jit"] == ("--jit" in args) and cfg["train"]["preset"] == opts.get("--preset", "")
+        if "--config" in args:              # the file's settings
+            source = json.loads(Path(opts["--config"]).read_text())
+            assert all(cfg[k] == source[k] for k in ("sde", "data", "model", "train"))
         if "--preset" in args:              # the preset's network, and its parameter count (test_precision)
             assert cfg["model"]["layout"] == "ddpmpp" and cfg["parameters"] > 10**6
     if command == "sample":
