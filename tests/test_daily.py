@@ -26,12 +26,12 @@ def test_every_default_is_shown_once():
 
 def test_an_option_has_one_metavar_and_one_flag_style_across_commands():
     """The same option (--workdir, --jit, --T, ...) is written the same way in every command; the
-    choices of --strategy, --prior and --preset differ by command, and --out is a file stem for
-    sample but a directory for export."""
+    choices of --strategy, --prior and --preset differ by command, --out is a file stem for
+    sample but a directory for export, and --T takes `auto` (choose-T's T*) where a run is read."""
     seen, ctx = {}, click.Context(cli)
     for name in COMMANDS:
         for p in options_of(name):
-            if isinstance(p.type, click.Choice) or p.opts[0] == "--out":
+            if isinstance(p.type, click.Choice) or p.opts[0] in ("--out", "--T"):
                 continue
             style = "flag" if p.is_flag and not p.secondary_opts else "on/off" if p.secondary_opts else p.make_metavar(ctx)
             seen.setdefault(p.opts[0], {}).setdefault(style, []).append(name)
