@@ -50,28 +50,3 @@ class Progress:
         if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
-
-
-class BatchTicker:
-    """Progress inside one long unit of work (an evaluation's ODE batch): counts host callbacks
-    (one per network evaluation, ``samplers.reporting``) and writes a line at most every
-    ``every`` seconds with the count, the solver's time t and the seconds so far."""
-
-    EVERY = 5.0
-
-    def __init__(self, enabled: bool = True, stream=None, every: float = None):
-        self.enabled, self.stream = enabled, stream or sys.stderr
-        self.every = self.EVERY if every is None else every
-        self.start("")
-
-    def start(self, label: str) -> None:
-        self.label, self.count, self.t0 = label, 0, time.perf_counter()
-        self.last = self.t0
-
-    def __call__(self, t: float) -> None:
-        self.count += 1
-        now = time.perf_counter()
-        if self.enabled and now - self.last >= self.every:
-            self.last = now
-            self.stream.write(f"  {self.label}: {self.count} network evaluations, t = {t:.3g}, {now - self.t0:.0f}s\n")
-            self.stream.flush()

@@ -41,19 +41,3 @@ def test_sampling_progress_counts_every_evaluation_and_leaves_the_samples_alone(
         last = stream.getvalue().splitlines()[-1]
         assert (f"NFE {a.nfe}" in last) if name == "ode" else (f"{a.nfe}/{a.nfe} NFE" in last), (name, last)
         assert tf.reduce_all(tf.math.is_finite(b.x))
-
-
-def test_an_evaluation_batch_reports_its_network_evaluations_as_it_solves(glow_run, capsys, monkeypatch, tmp_path):
-    """Within one ODE batch the evaluation writes the network evaluations so far, the solver's t and
-    the seconds (every 5 s; here at every call), and the result is the one without the callback."""
-    from shortdiff_tf import progress
-    from shortdiff_tf.app.evaluate import evaluate_run
-    kw = dict(num_examples=2, batch_size=2, rtol=1e-2, atol=1e-2, elbo_draws=1, with_elbo=False)
-    quiet = evaluate_run(glow_run[0], progress=False, store_dir=tmp_path / "quiet", **kw)
-    monkeypatch.setattr(progress.BatchTicker, "EVERY", 0.0)
-    loud = evaluate_run(glow_run[0], progress=True, store_dir=tmp_path / "loud", **kw)
-    lines = [line for line in capsys.readouterr().err.splitlines() if "network evaluations" in line]
-    assert lines and lines[0].startswith("  pass 1, examples 1-2 of 2: 1 network evaluations, t = ")
-    counts = [int(line.split(": ")[1].split()[0]) for line in lines]
-    assert counts == list(range(1, len(counts) + 1)) and counts[-1] >= loud["nfe_mean"]
-    assert loud["likelihood"]["bpd"] == pytest.approx(quiet["likelihood"]["bpd"], rel=1e-6)
