@@ -73,9 +73,12 @@ class LikelihoodEstimator:
     """Compiled PF-ODE likelihood for one (sde, score, prior) triple; retraces only on new shapes."""
 
     def __init__(self, sde: SDE, score_fn, prior, rtol: float = 1e-5, atol: float = 1e-5,
-                 divergence: str = "hutchinson", probe: str = "rademacher", jit: bool = False, strategy=None):
+                 divergence: str = "hutchinson", probe: str = "rademacher", jit: bool = False, strategy=None,
+                 on_evaluation=None):
         """``jit``: XLA-compile the ODE's right-hand side (the drift and its divergence).
-        ``strategy``: split each batch over its replicas (``_replicated``)."""
+        ``strategy``: split each batch over its replicas (``_replicated``).  ``on_evaluation(nfe, t)``:
+        a host call after each network evaluation (``ode.observed``: progress; results unchanged;
+        never in an exported graph)."""
         if divergence not in DIVERGENCES:
             raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         if probe not in PROBES:
@@ -85,6 +88,7 @@ class LikelihoodEstimator:
         self.sde, self.score_fn, self.prior = sde, score_fn, prior
         self.rtol, self.atol, self.divergence, self.probe, self.jit = rtol, atol, divergence, probe, jit
         self.strategy = distribute.multi_replica(strategy)
+        self.on_evaluation = on_evaluation
         self._solve = tf.function(self._solve_impl, autograph=False)     # no Python control flow: no conversion cost
 
     def __call__(self, x0, seed=0) -> LogLikelihood:
@@ -128,7 +132,7 @@ class LikelihoodEstimator:
         if self.jit:
             fn = tf.function(fn, jit_compile=True, autograph=False)
         (x_T, delta), nfe = ode.solve(fn, self.sde.eps, self.sde.T, (x0, tf.zeros_like(ones)),
-                                      self.rtol, self.atol)
+                                      self.rtol, self.atol, on_evaluation=self.on_evaluation)
         return x_T, delta, nfe
 
 

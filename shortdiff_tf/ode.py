@@ -97,20 +97,35 @@ def _weighted(coefficients, K, dtype=None):
                                                         tf.cast(k, dtype or k.dtype), 1), K)
 
 
-def solve(fn, t0: float, t1: float, y0, rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = MAX_STEPS):
+def solve(fn, t0: float, t1: float, y0, rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = MAX_STEPS,
+          on_evaluation=None):
     """Integrate dy/dt = fn(t, y) from t0 to t1 (either direction) -> (y(t1), NFE int32).
 
-    ``fn`` is only evaluated at times in [t0, t1], and traced once.  A non-finite initial state
+    ``fn`` is only evaluated at times in [t0, t1], and traced once.  ``on_evaluation(nfe, t)``, if
+    given, is called on the host after each evaluation (``observed``); a host callback cannot be
+    saved, so exported graphs never pass one.  A non-finite initial state
     fails at once (``NOT_FINITE``); a solve that needs more than ``max_steps`` step attempts, or
     whose step underflows, fails with ``STEP_LIMIT`` instead of running for ever.  In a graph (an
     exported signature) both are InvalidArgumentErrors; ``explain`` turns them into one-line errors.
     """
     if tf.executing_eagerly():
-        return tf.function(lambda y: _solve(fn, t0, t1, y, rtol, atol, max_steps), autograph=False)(y0)
-    return _solve(fn, t0, t1, y0, rtol, atol, max_steps)
+        return tf.function(lambda y: _solve(fn, t0, t1, y, rtol, atol, max_steps, on_evaluation),
+                           autograph=False)(y0)
+    return _solve(fn, t0, t1, y0, rtol, atol, max_steps, on_evaluation)
 
 
-def _solve(fn, t0, t1, y0, rtol, atol, max_steps):
+def observed(nfe, t, k, on_evaluation):
+    """``nfe`` passed through a host call ``on_evaluation(nfe, t)`` that runs once the evaluation
+    ``k`` exists.  The call reads only the counter and the time and feeds nothing back into the
+    state: the network's ops and inputs are those of the unobserved solve, so are its results
+    (tested bit for bit)."""
+    with tf.control_dependencies(tf.nest.flatten(k)):
+        call = tf.py_function(lambda n, t_: (on_evaluation(int(n), float(t_)), 0)[1], [nfe, t], tf.int32)
+    with tf.control_dependencies([call]):
+        return tf.identity(nfe)
+
+
+def _solve(fn, t0, t1, y0, rtol, atol, max_steps, on_evaluation=None):
     dtype = tf.nest.flatten(y0)[0].dtype
     t0, t1 = as_time(t0, TIME), as_time(t1, TIME)
     checks = [tf.debugging.assert_all_finite(y, NOT_FINITE) for y in tf.nest.flatten(y0)]
@@ -124,8 +139,10 @@ def _solve(fn, t0, t1, y0, rtol, atol, max_steps):
         s = Loop(*state)
         h = tf.cast(s.h, dtype)
         y_eval = tf.nest.map_structure(lambda y_, w: y_ + h * w, s.y, _weighted(tf.gather(table_a, s.row), s.K))
-        k = fn(tf.cast(s.t + tf.gather(table_c, s.row) * s.h, dtype), y_eval)
-        s = s._replace(nfe=s.nfe + 1)
+        t_eval = s.t + tf.gather(table_c, s.row) * s.h
+        k = fn(tf.cast(t_eval, dtype), y_eval)
+        nfe = s.nfe + 1
+        s = s._replace(nfe=nfe if on_evaluation is None else observed(nfe, t_eval, k, on_evaluation))
         branch = tf.minimum(s.row, FIRST_STAGE) + tf.cast(s.row == LAST_STAGE, tf.int32)    # init, probe, stage, last
         return tf.switch_case(branch, [lambda: update.init(s, k), lambda: update.probe(s, k),
                                        lambda: update.stage(s, k), lambda: update.last(s, k, y_eval)])

@@ -50,3 +50,44 @@ class Progress:
         if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class BatchTicker:
+    """Progress inside one long unit of work (an evaluation's ODE batch): the solver reports each
+    network evaluation (``ode.observed``: the NFE so far and the solver's t), and a line is
+    written at most every ``every`` seconds with those, the seconds so far and, once a batch has
+    been solved (``finish``), an ETA for the whole evaluation: the median seconds of the solved
+    batches times the batches left, less the current batch's seconds so far."""
+
+    EVERY = 5.0
+
+    def __init__(self, enabled: bool = True, stream=None, every: float = None):
+        self.enabled, self.stream = enabled, stream or sys.stderr
+        self.every = self.EVERY if every is None else every
+        self.solved = []                              # seconds of each solved batch
+        self.start("")
+
+    def start(self, label: str, batches_after: int = 0) -> None:
+        """A new batch to solve: its label and how many batches follow it."""
+        self.label, self.nfe, self.t0 = label, 0, time.perf_counter()
+        self.last, self.batches_after = self.t0, batches_after
+
+    def finish(self) -> None:
+        self.solved.append(time.perf_counter() - self.t0)
+
+    def eta(self, now: float) -> float:
+        """Seconds left in the evaluation, or NaN before a batch was solved."""
+        if not self.solved:
+            return float("nan")
+        per = statistics.median(self.solved)
+        return max(per - (now - self.t0), 0.0) + self.batches_after * per
+
+    def __call__(self, nfe: int, t: float) -> None:
+        self.nfe = max(self.nfe, nfe)                 # replicas report their own counts
+        now = time.perf_counter()
+        if self.enabled and now - self.last >= self.every:
+            self.last = now
+            eta = self.eta(now)
+            left = "eta ?" if eta != eta else f"eta {eta:.0f}s"
+            self.stream.write(f"  {self.label}: NFE {self.nfe}, t = {t:.3g}, {now - self.t0:.0f}s  {left}\n")
+            self.stream.flush()

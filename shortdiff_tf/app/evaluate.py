@@ -15,7 +15,7 @@ from shortdiff_tf.app.eval_store import EvalStore
 from shortdiff_tf.app.runs import load_run, resolve_prior
 from shortdiff_tf.files import atomic_write_json
 from shortdiff_tf.preemption import Preempted, never
-from shortdiff_tf.progress import Progress
+from shortdiff_tf.progress import BatchTicker, Progress
 from shortdiff_tf.runlock import RunLock
 from shortdiff_tf.seeds import split
 from shortdiff_tf.stats import standard_error
@@ -64,7 +64,9 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     seeds = [repeat_seed(seed, r) for r in range(repeats)]
     xs = [pixels.to_model_space(arr, split(s, 0)) for s in seeds]    # one dequantisation per pass
     start = time.perf_counter()
-    est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence, jit=jit, strategy=strategy)
+    ticker = BatchTicker(enabled=progress)                       # within each batch: the solver's NFE so far
+    est = likelihood.LikelihoodEstimator(sde, score, prior_obj, rtol, atol, divergence, jit=jit, strategy=strategy,
+                                         on_evaluation=ticker if progress else None)
     store = EvalStore(store_dir or run.run_dir / "evaluations", {"dataset": dataset or run.cfg.data.dataset, "split": split_name,
                                     "num_examples": len(arr), "batch_size": batch_size, "rtol": rtol, "atol": atol,
                                     "divergence": divergence, "seed": seed, "T": sde.T, "prior": prior_name,
@@ -77,7 +79,8 @@ def evaluate_run(run_dir, dataset: Optional[str] = None, split_name: str = "test
     bar = Progress(len(arr) * repeats, enabled=progress, unit=" examples", skip_first=False)
     with RunLock(store.dir / ".lock", "shortdiff evaluate"):
         store.open()
-        done = [likelihood_pass(est, xs[r], seeds[r], r, batch_size, store, bar, should_stop) for r in range(repeats)]
+        done = [likelihood_pass(est, xs[r], seeds[r], r, batch_size, store, bar, should_stop, ticker)
+                for r in range(repeats)]
     bar.close()
     passes = [d[0] for d in done]
     parts = [p for ps in passes for p in ps]
@@ -114,18 +117,24 @@ def repeat_seed(seed, r: int):
     return seed if r == 0 else split(seed, 2**20 + r)
 
 
-def likelihood_pass(est, x, seed, repeat: int, batch_size: int, store: EvalStore, bar, should_stop=never) -> list:
+def likelihood_pass(est, x, seed, repeat: int, batch_size: int, store: EvalStore, bar, should_stop=never,
+                    ticker: BatchTicker = None) -> list:
     """One probe per example of the dequantised ``x``, batch by batch; stored batches are loaded,
     new ones are stored as they finish; a signal (``should_stop``) stops it between batches.
-    -> (batches, how many were loaded)."""
+    ``ticker`` hears of each network evaluation within a batch. -> (batches, how many were loaded)."""
     n, parts, loaded, start = int(x.shape[0]), [], 0, time.perf_counter()
+    ticker = ticker or BatchTicker(enabled=False)
     for i in range(0, n, batch_size):
         if should_stop():
             raise Preempted(should_stop(), f"every finished batch is in {store.dir}; rerun the same command to resume")
         ll = store.load(repeat, i, est)
         loaded += ll is not None
         if ll is None:
+            per_pass = -(-n // batch_size)
+            ticker.start(f"pass {repeat + 1}, examples {i + 1}-{min(i + batch_size, n)} of {n}",
+                         batches_after=(bar.total // n) * per_pass - (repeat * per_pass + i // batch_size) - 1)
             ll = padded_call(est, x[i: i + batch_size], distribute.rounded_up(min(batch_size, n), est.strategy), split(seed, 1 + i))
+            ticker.finish()
             store.save(repeat, i, ll)
         parts.append(ll)
         bar.update(repeat * n + min(i + batch_size, n),
