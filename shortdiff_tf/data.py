@@ -114,6 +114,17 @@ def load(dataset: str, split: str = "train", data_dir: Optional[str] = None, dow
     return ArrayData(dataset, split, *_tfds(dataset, split, data_dir, download))
 
 
+def held_out(dataset: str) -> Optional[str]:
+    """The data set holding ``dataset``'s held-out examples (load it with split "test"): the test
+    split itself for digits, the toys and TFDS names, ``test.npz`` beside a ``train.npz``, else
+    None (a single .npz file or image folder has no held-out part)."""
+    path = Path(dataset)
+    if dataset.endswith(".npz") or path.is_dir():
+        sibling = path.with_name("test.npz")
+        return str(sibling) if path.name == "train.npz" and sibling.is_file() else None
+    return dataset
+
+
 def _toy(name: str, split: str) -> np.ndarray:
     if split not in TOY_SIZES:
         raise ValueError(f"toy data have splits train and test; got {split!r}")

@@ -14,9 +14,10 @@ from typing import Optional
 
 import tensorflow as tf
 
-from shortdiff_tf import data as data_lib, distribute
+from shortdiff_tf import calibration, data as data_lib, distribute
 from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.config import PriorConfig
+from shortdiff_tf.files import atomic_write_json
 from shortdiff_tf.prior_fit import glow, mixtures, store, targets
 from shortdiff_tf.prior_fit.settings import check_kind, check_resumable
 from shortdiff_tf.preemption import never
@@ -39,7 +40,20 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
     if not distribute.is_chief(strategy):
         return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop, warm_start)
     with RunLock(store.prior_dir(run_dir) / ".lock", "shortdiff fit-prior"):
-        return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop, warm_start)
+        result = _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop, warm_start)
+        if stop_after is None or result.get("step", pcfg.steps) >= pcfg.steps:
+            result["calibration"] = calibrate_fitted(run, sde, run_dir, log)
+        return result
+
+
+def calibrate_fitted(run, sde, run_dir, log=print) -> dict:
+    """The stored prior's calibration on held-out x_T (``calibration``), kept in
+    RUN/prior/calibration.json and logged in one line."""
+    x0, what = calibration.held_out_images(run.cfg.data)
+    c = calibration.calibrate(sde, store.load_prior(run_dir, run.shape)[0], x0, held_out=what)
+    atomic_write_json(store.prior_dir(run_dir) / "calibration.json", c)
+    log(calibration.summary_line(c))
+    return c
 
 
 def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_after, should_stop=never,
