@@ -182,14 +182,15 @@ def prior_fit(workdir, pcfg, shape) -> None:
     check_resumable(workdir, pcfg, check_score_step=False)
 
 
-def chosen_T(workdir, T):
-    """``--T auto``: (the view of T* that ``choose-T`` left, T*); any other T: (workdir, T)."""
+def chosen_T(workdir, T, prior: str = "auto"):
+    """``--T auto``: (the view of T* that ``choose-T`` left, T*, the prior its calibration chose
+    when ``prior`` is auto); any other T: (workdir, T, prior)."""
     if T != "auto":
-        return workdir, T
+        return workdir, T, prior
     path = Path(workdir) / "choose_T.json"
     try:
         report = json.loads(path.read_text())
-        view, star = report["view"], float(report["T_star"])
+        view, star, chosen_prior = report["view"], float(report["T_star"]), report.get("prior", "aux")
     except FileNotFoundError:
         raise FileNotFoundError(f"--T auto needs {path}; choose T first with `shortdiff choose-T --workdir {workdir}`") \
             from None
@@ -198,4 +199,4 @@ def chosen_T(workdir, T):
     if not (Path(view) / "config.json").is_file():
         raise FileNotFoundError(f"the view {view} that {path} names is gone; rerun `shortdiff choose-T --workdir "
                                 f"{workdir}` (it resumes)")
-    return view, star
+    return view, star, chosen_prior if prior == "auto" else prior

@@ -1,4 +1,5 @@
-"""``shortdiff choose-T``: the shortest diffusion time whose bits/dim is indistinguishable from the best."""
+"""``shortdiff choose-T``: the shortest diffusion time whose quality (bits/dim, the ELBO, FID or KID)
+is indistinguishable from the best."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,10 +29,25 @@ def parse_grid(ctx, param, value):
               help="An image run trained at T_max (usually 1; an imported pretrained run too).")
 @click.option("--T-grid", "T_grid", callback=parse_grid, default=None,
               help="The coarse grid of T  [default: T_max x 0.2, 0.4, 0.6, 0.8, 1].")
-@click.option("--tolerance", type=POSITIVE, default=0.01, help="Bits/dim within which T counts as the best.")
+@click.option("--metric", type=click.Choice(["bpd", "elbo", "fid", "kid"]), default="bpd",
+              help="What T is chosen on: exact bits/dim (PF-ODE), the ELBO's bound (L_phi), or FID/KID of "
+                   "--sampler's samples.")
+@click.option("--tolerance", type=POSITIVE, default=None,
+              help="How far from the best T still counts as the best  [default: 0.01 bits/dim for bpd and elbo, "
+                   "0.02 = 2% of the best for fid and kid].")
 @click.option("--refine", type=click.IntRange(0, 20), default=2, help="Bisection steps after the grid.")
 @click.option("--num-examples", type=click.IntRange(2), default=64, help="Test images (the same at every T).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, help="Images per ODE solve.")
+@click.option("--elbo-draws", type=click.IntRange(1, 4096), default=16, help="elbo: (t, e, x_T) draws per image.")
+@click.option("--sampler", type=click.Choice(["em", "pc", "ode", "heun", "dpm2m"]), default="em",
+              help="fid, kid: the sampler whose samples are scored.")
+@click.option("--nfe", type=click.IntRange(1), default=None,
+              help="fid, kid: network evaluations per sample at every T  [default: the sampler's own budget at "
+                   "each T, e.g. 1000 T for em].")
+@click.option("--num-samples", type=click.IntRange(4), default=256, help="fid, kid: samples per T.")
+@click.option("--extractor", default=None,
+              help="fid, kid: the features: a `shortdiff train-classifier` .keras file or fid-inception:PATH  "
+                   "[default: classifiers/<dataset>.keras when it exists].")
 @click.option("--rtol", type=POSITIVE, default=1e-5, help="ODE relative tolerance.")
 @click.option("--atol", type=POSITIVE, default=1e-5, help="ODE absolute tolerance.")
 @click.option("--seed", type=int, default=0, help="Seed of the Glow fits, dequantisation and probes.")
@@ -39,36 +55,76 @@ def parse_grid(ctx, param, value):
 @click.option("--glow-levels", type=click.IntRange(0), default=0, help="Glow squeeze levels (0: by image size).")
 @click.option("--glow-steps", type=click.IntRange(1), default=4, help="Glow flow steps per level.")
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Glow coupling-network width.")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=100,
+              help="Glow steps between checkpoints of each fit (a killed search resumes from the last).")
 @click.option("--strategy", type=click.Choice(ONE_MACHINE_STRATEGIES), default="auto",
               help="Split each likelihood batch over the replicas.")
 @click.option("--no-progress", is_flag=True, help="No progress lines.")
 @json_option
 @friendly
-def choose_T(workdir, T_grid, tolerance, refine, num_examples, batch_size, rtol, atol, seed, prior_steps, glow_levels,
-             glow_steps, glow_hidden, strategy, no_progress, as_json):
-    """The shortest T whose exact bits/dim (auxiliary prior) is within --tolerance of the best
-    searched T, judged on paired differences; its prior in RUN/views/T<T*>.
-    e.g.  shortdiff choose-T --workdir runs/c10-pretrained"""
+def choose_T(workdir, T_grid, metric, tolerance, refine, num_examples, batch_size, elbo_draws, sampler, nfe, num_samples,
+             extractor, rtol, atol, seed, prior_steps, glow_levels, glow_steps, glow_hidden, checkpoint_every, strategy,
+             no_progress, as_json):
+    """The shortest T whose quality (--metric, under the prior each T's calibration chose) is within
+    --tolerance of the best searched T; its prior in RUN/views/T<T*>.
+    e.g.  shortdiff choose-T --workdir runs/c10-pretrained --metric fid --sampler heun --nfe 20"""
     cfg = checks.trained_run(workdir)
     if len(cfg["data"]["shape"]) != 3:
         raise ValueError(f"choose-T scores images by bits/dim; {workdir} holds {cfg['data']['shape']} vectors "
                          f"(for toy data use `shortdiff study`)")
     for T in T_grid:
         checks.run_T(cfg, T, workdir)
+    if metric in ("fid", "kid"):
+        extractor = sample_metric_checks(cfg, metric, sampler, nfe, extractor)
     checks.writable_dir(Path(workdir) / "views")
     load_tensorflow()
     from shortdiff_tf import distribute
     from shortdiff_tf.study.choose_T import ChooseTConfig, choose_T as search
-    config = ChooseTConfig(T_grid=T_grid, tolerance=tolerance, refine=refine, num_examples=num_examples,
-                           batch_size=batch_size, rtol=rtol, atol=atol, seed=seed, prior_steps=prior_steps,
-                           glow_levels=glow_levels, glow_steps_per_level=glow_steps, glow_hidden=glow_hidden)
+    config = ChooseTConfig(T_grid=T_grid, metric=metric, tolerance=tolerance, refine=refine, num_examples=num_examples,
+                           batch_size=batch_size, elbo_draws=elbo_draws, sampler=sampler, nfe=nfe,
+                           num_samples=num_samples, extractor=extractor, rtol=rtol, atol=atol, seed=seed,
+                           prior_steps=prior_steps, glow_levels=glow_levels, glow_steps_per_level=glow_steps,
+                           glow_hidden=glow_hidden, checkpoint_every=checkpoint_every)
     r = search(workdir, config, log=lambda m: click.echo(m, err=True), progress=not no_progress,
                strategy=distribute.get(strategy), should_stop=should_stop())
-    lines = [f"T={p['T']:g}: {p['bpd']:.4f} bits/dim (p_noise {p['bpd_noise']:.4f}), {p['difference']:+.4f} ± "
-             f"{p['difference_sem']:.4f} from the best: {'passes' if p['passes'] else 'fails'}" for p in r["points"]]
+    report(r, as_json, summary_lines(r))
+
+
+def sample_metric_checks(cfg: dict, metric: str, sampler: str, nfe, extractor):
+    """FID/KID: an extractor that exists (default classifiers/<dataset>.keras) and a budget the
+    sampler can take; -> the extractor's spec."""
+    if nfe is not None and sampler == "ode":
+        raise click.UsageError("--nfe: the ode sampler chooses its own steps; drop --nfe or use em, pc, heun or dpm2m")
+    dataset = Path(cfg["data"]["dataset"]).stem
+    if extractor is None:
+        default = Path("classifiers") / f"{dataset}.keras"
+        if not default.is_file():
+            raise click.UsageError(f"--metric {metric} needs --extractor: train one with `shortdiff train-classifier "
+                                   f"--dataset {cfg['data']['dataset']}` (writes {default}) or pass fid-inception:PATH")
+        return str(default)
+    if not Path(extractor.split(":", 1)[-1]).is_file():
+        raise click.UsageError(f"--extractor {extractor}: no such file; train one with `shortdiff train-classifier`")
+    return extractor
+
+
+def summary_lines(r: dict) -> list:
+    """Every T's verdict, T* and its saving, the files written and the next command."""
+    unit = "bits/dim" if r["metric"] in ("bpd", "elbo") else r["metric"].upper()
+    name = {"bpd": "bits/dim", "elbo": "ELBO bits/dim bound"}.get(r["metric"], r["metric"].upper())
+    lines = []
+    for p in r["points"]:
+        noise = f" (p_noise {p['value_noise']:.4f})" if "value_noise" in p else f" ± {p['value_sem']:.4f}"
+        lines.append(f"T={p['T']:g}: {p['value']:.4f} {name}{noise} with the {p['prior']} prior, "
+                     f"{p['difference']:+.4f} ± {p['difference_sem']:.4f} from the best: "
+                     f"{'passes' if p['passes'] else 'fails'}"
+                     + ("" if p["calibration"]["use"] == "aux" else f" [p_noise: {p['calibration']['reason']}]"))
     s = r["saving"]
-    lines += [f"T* = {r['T_star']:g} (best T = {r['T_best']:g}, tolerance {tolerance:g} bits/dim): the SDE sampler "
-              f"takes {s['em_nfe_at_T_star']} network evaluations instead of {s['em_nfe_at_T_max']} at T = {r['T_max']:g}",
-              f"wrote {r['summary']} and {r['figure']}; its prior is in {r['view']}",
-              f"next: shortdiff sample --workdir {r['view']}"]
-    report(r, as_json, lines)
+    tol = f"{r['tolerance']:g} x the best" if r["tolerance_relative"] else f"{r['tolerance']:g} {unit}"
+    cost = (f"{r['sampler']} takes {s['nfe_at_T_star']} network evaluations per sample"
+            + (f" instead of {s['nfe_at_T_max']} at T = {r['T_max']:g}" if s["nfe_at_T_max"] is not None else "")
+            if "nfe_at_T_star" in s else
+            f"the SDE sampler takes {s['em_nfe_at_T_star']} network evaluations instead of {s['em_nfe_at_T_max']} "
+            f"at T = {r['T_max']:g}")
+    return lines + [f"T* = {r['T_star']:g} (best T = {r['T_best']:g}, tolerance {tol}, prior {r['prior']}): {cost}",
+                    f"wrote {r['summary']} and {r['figure']}; its prior is in {r['view']}",
+                    f"next: shortdiff sample --workdir {r['view']}" + (" --prior noise" if r["prior"] == "noise" else "")]

@@ -47,7 +47,7 @@ from cli.reports import evaluate_lines
 def sample(workdir, sampler, steps, sample_eps, num_samples, batch_size, seed, snr, T, out, temperature, rtol, atol,
            prior, precision, jit, strategy, no_progress, as_json):
     """Sample a trained run to a PNG grid and an .npz.  e.g.  shortdiff sample --workdir runs/digits-vp-T0.4"""
-    workdir, T = checks.chosen_T(workdir, T)
+    workdir, T, prior = checks.chosen_T(workdir, T, prior)
     checks.run_T(checks.trained_run(workdir), T, workdir)
     checks.prior_for(workdir, prior, T)
     checks.writable_dir(Path(out).parent if out else Path(workdir) / "samples", "--out")
@@ -100,7 +100,7 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
              repeats, elbo_draws, control_variate, prior, precision, jit, strategy, store_dir, no_progress, as_json):
     """Bits/dim by the probability-flow ODE, and the ELBO, with their terms.
     e.g.  shortdiff evaluate --workdir runs/digits-vp-T0.4 --num-examples 64"""
-    workdir, T = checks.chosen_T(workdir, T)
+    workdir, T, prior = checks.chosen_T(workdir, T, prior)
     cfg = checks.trained_run(workdir)
     at = checks.run_T(cfg, T, workdir)
     at = checks.prior_for(workdir, prior, T) or at
@@ -134,7 +134,7 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
 def export(workdir, out, T, rtol, atol, prior, as_json):
     """One SavedModel for TF Serving with sample, bpd, log_prob, score and metadata signatures.
     e.g.  shortdiff export --workdir runs/digits-vp-T0.4"""
-    workdir, T = checks.chosen_T(workdir, T)
+    workdir, T, prior = checks.chosen_T(workdir, T, prior)
     checks.run_T(checks.trained_run(workdir), T, workdir)
     checks.prior_for(workdir, prior, T)
     if out:

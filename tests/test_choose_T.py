@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from shortdiff_tf.study.choose_T import Z_ONE_SIDED_5, chosen, next_T, verdicts
+from shortdiff_tf import sde as sde_lib
+from shortdiff_tf.study.choose_T import Z_ONE_SIDED_5, chosen, next_T, verdicts, verdicts_unpaired
 
 
 def paired(rng, n=400):
@@ -57,6 +58,39 @@ def test_a_flat_curve_chooses_the_shortest_T_and_a_best_at_T_max_chooses_T_max()
     assert best == 1.0 and chosen(v) == 1.0 and next_T(v) == pytest.approx(0.75)
 
 
+def test_unpaired_fid_curves_judge_the_difference_on_both_errors_against_a_relative_tolerance():
+    """FID-like (value, standard error) at each T: within 2% of the best, noisy, flat, best at T_max."""
+    fid = {0.2: (30.0, 0.5), 0.4: (20.3, 0.4), 0.6: (20.0, 0.4), 1.0: (21.5, 0.4)}
+    best, v = verdicts_unpaired(fid, 0.02)
+    assert best == 0.6 and v[0.6]["difference_sem"] == 0.0 and chosen(v) == 0.4      # 0.3 < 0.4 = 2% of 20
+    assert v[0.4]["difference_sem"] == pytest.approx(np.hypot(0.4, 0.4))
+    for T, (m, s) in fid.items():                        # the documented inequality
+        sem = 0.0 if T == 0.6 else np.hypot(s, 0.4)
+        assert v[T]["passes"] == ((m - 20.0) - Z_ONE_SIDED_5 * sem <= 0.02 * 20.0)
+    noisy = {0.2: (24.0, 3.0), 0.6: (20.0, 0.4)}          # 4 worse, but +-3: cannot reject
+    assert chosen(verdicts_unpaired(noisy, 0.02)[1]) == 0.2
+    flat = {T: (20.0 + 0.01 * k, 0.2) for k, T in enumerate((0.2, 0.5, 1.0))}
+    assert chosen(verdicts_unpaired(flat, 0.02)[1]) == 0.2
+    rising = {0.2: (40.0, 0.2), 0.5: (25.0, 0.2), 1.0: (20.0, 0.2)}
+    best, v = verdicts_unpaired(rising, 0.02)
+    assert best == 1.0 and chosen(v) == 1.0 and next_T(v) == pytest.approx(0.75)
+    assert chosen(verdicts_unpaired(rising, 6.0, relative=False)[1]) == 0.5           # an absolute tolerance
+
+
+def test_a_budget_becomes_the_steps_that_spend_at_most_it():
+    from shortdiff_tf import samplers
+    from shortdiff_tf.study.choose_metrics import steps_for_nfe
+    for name in ("em", "pc", "heun", "dpm2m"):
+        for nfe in (3, 5, 10, 19, 100):
+            steps = steps_for_nfe(name, nfe)
+            planned = samplers.Sampler(sde_lib.get_sde("vp", T=0.4), None, None, samplers.preset(name)).planned_nfe(steps)
+            assert planned <= max(nfe, planned) and (steps == 1 or planned <= nfe), (name, nfe, steps, planned)
+            assert steps == 1 or samplers.Sampler(sde_lib.get_sde("vp", T=0.4), None, None,
+                                                  samplers.preset(name)).planned_nfe(steps + 1) > nfe
+    with pytest.raises(ValueError, match="ode sampler chooses its own steps"):
+        steps_for_nfe("ode", 10)
+
+
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -67,6 +101,9 @@ SEARCH = ["--T-grid", "0.2,0.4", "--refine", "1", "--num-examples", "4", "--batc
 
 
 def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run(glow_run, tmp_path):
+    classifier = tmp_path / "digits.keras"
+    r = invoke("train-classifier", "--dataset", "digits", "--epochs", "1", "--out", classifier)
+    assert r.exit_code == 0, r.output
     run = tmp_path / "run"
     shutil.copytree(glow_run[0], run, ignore=shutil.ignore_patterns("prior", "evaluations", "samples"))
     before = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
@@ -94,10 +131,40 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
     again = invoke("choose-T", "--workdir", run, *SEARCH, "--tolerance", "100", "--strategy", "mirrored",
                    "--json")                                                          # resumes: no new fit
     assert again.exit_code == 0 and "fitting a Glow" not in again.output, again.output
-    assert json.loads(again.output.strip().splitlines()[-1])["T_star"] == 0.2           # all pass: the shortest
+    rep = json.loads(again.output.strip().splitlines()[-1])
+    assert rep["T_star"] == 0.2                                                           # all pass: the shortest
+    # a 3-step Glow is far worse than p_noise on held-out x_T: its calibration says so, and T* uses p_noise
+    star = {p["T"]: p for p in rep["points"]}[0.2]
+    assert star["calibration"]["use"] == "noise" and star["calibration"]["nll_gain_per_dim"] < 0
+    assert rep["prior"] == star["prior"] == "noise" and star["value"] == star["value_noise"]
+    sample_metric = ["--num-samples", "16", "--extractor", classifier]
+    for metric, extra in (("elbo", ["--elbo-draws", "2"]), ("fid", ["--sampler", "heun", "--nfe", "5", *sample_metric]),
+                          ("kid", ["--nfe", "4", *sample_metric]), ("kid", ["--sampler", "pc", "--nfe", "4", *sample_metric]),
+                          ("fid", ["--sampler", "dpm2m", "--nfe", "4", *sample_metric]),
+                          ("fid", ["--sampler", "ode", *sample_metric])):       # other metrics reuse every fit
+        r = invoke("choose-T", "--workdir", run, *SEARCH, "--metric", metric, *extra, "--json")
+        assert r.exit_code == 0 and "fitting a Glow" not in r.output, r.output
+        m = json.loads(r.output.strip().splitlines()[-1])
+        assert m["metric"] == metric and {p["T"] for p in m["points"]} == set(Ts) and m["T_star"] == chosen(
+            {p["T"]: p for p in m["points"]})
+        for p in m["points"]:
+            assert np.isfinite(p["value"]) and p["value_sem"] >= 0 and p["passes"] == (
+                p["difference"] - Z_ONE_SIDED_5 * p["difference_sem"] <= m["tolerance"] * (
+                    abs(min(q["value"] for q in m["points"])) if m["tolerance_relative"] else 1.0))
+        if metric == "elbo":
+            assert m["tolerance"] == 0.01 and not m["tolerance_relative"] and "ELBO bits/dim bound" in r.output
+            continue
+        assert m["tolerance"] == 0.02 and m["tolerance_relative"] and metric.upper() in r.output
+        sampler = extra[1] if extra[0] == "--sampler" else "em"
+        assert m["sampler"] == sampler and f"{sampler} takes {m['saving']['nfe_at_T_star']} network evaluations" in r.output
+        if "--nfe" in extra:
+            budget = int(extra[extra.index("--nfe") + 1])
+            assert all(p["nfe"] <= budget for p in m["points"]) and m["saving"]["nfe_at_T_star"] <= budget
     r = invoke("sample", "--workdir", run, "--T", "auto", "--num-samples", "2", "--steps", "2", "--json")
-    rep = json.loads(r.output.strip().splitlines()[-1])                                    # T* = 0.2 and its view
-    assert r.exit_code == 0 and rep["T"] == 0.2 and rep["prior"] == "aux:glow" and "views/T0.2" in rep["npz"], r.output
+    rep = json.loads(r.output.strip().splitlines()[-1])                                    # T*, its view and prior
+    assert r.exit_code == 0 and rep["T"] == 0.2 and rep["prior"] == "noise" and "views/T0.2" in rep["npz"], r.output
+    r = invoke("sample", "--workdir", run, "--T", "auto", "--prior", "aux", "--num-samples", "2", "--steps", "2", "--json")
+    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["prior"] == "aux:glow", r.output
     r = invoke("evaluate", "--workdir", run, "--T", "auto", "--num-examples", "2", "--batch-size", "2", "--rtol", "1e-2",
                "--atol", "1e-2", "--elbo-draws", "1", "--no-progress", "--json")
     assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["T"] == 0.2, r.output
@@ -122,3 +189,13 @@ def test_choose_T_bad_input_is_one_line_and_writes_nothing(glow_run, tmp_path, a
     r = invoke("choose-T", "--workdir", run, *args)
     assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output, r.output
     assert not (run / "views").exists()
+
+
+def test_a_sample_metric_without_an_extractor_or_with_a_budget_for_ode_is_one_line(glow_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                               # no classifiers/digits.keras here
+    for args, message in ((["--metric", "fid"], "--metric fid needs --extractor"),
+                          (["--metric", "kid", "--sampler", "ode", "--nfe", "10"], "the ode sampler chooses its own steps"),
+                          (["--metric", "fid", "--extractor", "missing.keras"], "no such file")):
+        r = invoke("choose-T", "--workdir", glow_run[0], *args)
+        assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output, r.output
+    assert not (glow_run[0] / "views").exists()

@@ -1,29 +1,34 @@
-"""How much is enough: the shortest diffusion time T whose exact bits/dim under the auxiliary
-prior is statistically indistinguishable from the best searched T, for a run trained at T_max
-(an imported pretrained run too).  The score model is reused on [eps, T] for every T (the
-paper's "varying T"); only a Glow nu_phi is fitted at each T.
+"""How much is enough: the shortest diffusion time T whose quality is statistically
+indistinguishable from the best searched T, for a stated metric (``choose_metrics``: exact
+bits/dim, the ELBO's bound L_phi, FID or KID of a sampler at a budget), for a run trained at T_max
+(an imported pretrained run too).  The score model is reused on [eps, T] for every T (the paper's
+"varying T"); only a Glow nu_phi is fitted at each T, and its calibration on held-out x_T
+(``calibration``) decides whether T is scored with nu_phi or with p_noise.
 
-Rule.  Every T is scored on the same test images with the same dequantisation and Hutchinson
-probe per image (``evaluate``'s seeds do not depend on T), so per-image bits/dim are paired
-across T.  With b_T(i) the bits/dim of image i under nu_phi at T and T_best the T of the lowest
-mean, the paired difference d_T(i) = b_T(i) - b_best(i) has mean m_T and standard error s_T, and
+Rule.  For bits/dim and the ELBO every T is scored on the same test images with seeds that do not
+depend on T, so per-image values are paired across T.  With b_T(i) the value of image i at T and
+T_best the T of the lowest mean, the paired difference d_T(i) = b_T(i) - b_best(i) has mean m_T
+and standard error s_T.  FID and KID are not paired (each T draws its own samples): m_T is the
+difference of the two values and s_T = sqrt(se_T^2 + se_best^2) from their bootstrap errors.  Then
 
     T passes  <=>  m_T - z s_T <= tolerance        (z = 1.645)
 
-that is, a one-sided 5% test cannot reject "T is within ``tolerance`` bits/dim of the best".
-T* is the smallest passing T.  Quality need not be monotone in T, so every searched T gets a
-verdict and T* is read off all of them.
+that is, a one-sided 5% test cannot reject "T is within ``tolerance`` of the best" (bits/dim for
+bpd and elbo; a fraction of the best value for fid and kid).  T* is the smallest passing T.
+Quality need not be monotone in T, so every searched T gets a verdict and T* is read off all of them.
 
 Search.  A coarse grid of T, then bisection between the smallest passing T and the largest
 failing T below it (``refine`` times).  Each new T's Glow is warm-started from the flow fitted at
 the nearest T already done (its optimiser starts afresh).  Each T lives in RUN/views/T<T>/ (the
 run's config, a link to its checkpoints, its own prior/): ready for ``sample``, ``evaluate`` and
-``export``; RUN's own checkpoints are never written.  Every finished point is stored in its view,
-so a rerun resumes.
+``export``; RUN's own checkpoints are never written.  Every finished fit and every measured metric
+is stored in its view (``choose_T_point.json``), so a rerun resumes, and a rerun with another
+metric reuses the fits.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -32,58 +37,104 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from shortdiff_tf import checkpoints
-from shortdiff_tf.app.evaluate import evaluate_run
 from shortdiff_tf.app.fit_prior import fit_prior
 from shortdiff_tf.config import PriorConfig, RunConfig
 from shortdiff_tf.files import atomic_write_json, read_json
 from shortdiff_tf.preemption import never
+from shortdiff_tf.study import choose_metrics as metrics
 from shortdiff_tf.study.images import make_view
 
 Z_ONE_SIDED_5 = 1.645
 POINT_FILE = "choose_T_point.json"
+FIT_SETTINGS = ("seed", "prior_steps", "glow_levels", "glow_steps_per_level", "glow_hidden")
 
 
 @dataclasses.dataclass(frozen=True)
 class ChooseTConfig:
     T_grid: Tuple[float, ...] = ()          # () -> T_max x (0.2, 0.4, 0.6, 0.8, 1)
-    tolerance: float = 0.01                 # bits/dim
+    metric: str = "bpd"                     # choose_metrics.METRICS
+    tolerance: Optional[float] = None       # None -> 0.01 bits/dim (bpd, elbo), 2% of the best (fid, kid)
     refine: int = 2                         # bisection steps after the grid
-    num_examples: int = 64
+    num_examples: int = 64                  # test images (bpd, elbo)
     batch_size: int = 32
     rtol: float = 1e-5
     atol: float = 1e-5
+    elbo_draws: int = 16
+    sampler: str = "em"                     # fid, kid
+    nfe: Optional[int] = None               # None: the sampler's default budget at each T
+    num_samples: int = 256
+    extractor: Optional[str] = None         # fid, kid: extractors.load_extractor's spec
     seed: int = 0
     prior_steps: int = 2000
     glow_levels: int = 0
     glow_steps_per_level: int = 4
     glow_hidden: int = 64
+    checkpoint_every: int = 100             # Glow steps between checkpoints (does not change the fit)
+
+    def __post_init__(self):
+        if self.metric not in metrics.METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; choose one of {', '.join(metrics.METRICS)}")
 
     def grid(self, T_max: float) -> Tuple[float, ...]:
         return tuple(sorted(self.T_grid or (round(T_max * f, 6) for f in (0.2, 0.4, 0.6, 0.8, 1.0))))
 
-    def point_settings(self) -> dict:
-        """The settings a stored point was measured with (a rerun must match them)."""
-        return {k: getattr(self, k) for k in ("num_examples", "batch_size", "rtol", "atol", "seed", "prior_steps",
-                                              "glow_levels", "glow_steps_per_level", "glow_hidden")}
+    @property
+    def tol(self) -> float:
+        return metrics.default_tolerance(self.metric) if self.tolerance is None else self.tolerance
+
+    @property
+    def extractor_name(self) -> str:
+        return Path(self.extractor.split(":", 1)[-1]).name if self.extractor else ""
+
+    def fit_settings(self) -> dict:
+        """The settings a stored fit was made with (a rerun must match them)."""
+        return {k: getattr(self, k) for k in FIT_SETTINGS}
 
 
-def bits_per_dim(log_prob, dim: int, offset: float) -> np.ndarray:
-    """Per-image bits/dim from PF-ODE log-likelihoods (nats): -log p / (D ln 2) + offset."""
-    return -np.asarray(log_prob, np.float64) / (dim * math.log(2.0)) + offset
-
-
-def verdicts(bpd: Dict[float, np.ndarray], tolerance: float, z: float = Z_ONE_SIDED_5) -> Tuple[float, dict]:
-    """The rule (module docstring) at every T: -> (T_best, {T: mean, difference, its standard
-    error and whether T passes}); ``bpd`` maps T to per-image bits/dim of the same images."""
-    means = {T: float(np.mean(b)) for T, b in bpd.items()}
+def verdicts(values: Dict[float, np.ndarray], tolerance: float, z: float = Z_ONE_SIDED_5) -> Tuple[float, dict]:
+    """The rule on paired values (module docstring) at every T: -> (T_best, {T: mean, difference,
+    its standard error and whether T passes}); ``values`` maps T to per-image values of the same
+    images (lower is better)."""
+    means = {T: float(np.mean(b)) for T, b in values.items()}
     best = min(means, key=means.get)
     out = {}
-    for T, b in bpd.items():
-        d = np.asarray(b, np.float64) - np.asarray(bpd[best], np.float64)
+    for T, b in values.items():
+        d = np.asarray(b, np.float64) - np.asarray(values[best], np.float64)
         sem = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
         m = float(d.mean())
-        out[T] = {"bpd": means[T], "difference": m, "difference_sem": sem, "passes": m - z * sem <= tolerance}
+        out[T] = {"value": means[T], "difference": m, "difference_sem": sem, "passes": m - z * sem <= tolerance}
     return best, out
+
+
+def verdicts_unpaired(estimates: Dict[float, Tuple[float, float]], tolerance: float, relative: bool = True,
+                      z: float = Z_ONE_SIDED_5) -> Tuple[float, dict]:
+    """The rule on unpaired (value, standard error) at every T: the difference from the best with
+    both errors; ``relative``: the tolerance is a fraction of the best value."""
+    best = min(estimates, key=lambda T: estimates[T][0])
+    m_best, s_best = estimates[best]
+    allowed = tolerance * abs(m_best) if relative else tolerance
+    out = {}
+    for T, (m, s) in estimates.items():
+        sem = 0.0 if T == best else math.hypot(s, s_best)
+        out[T] = {"value": m, "value_sem": s, "difference": m - m_best, "difference_sem": sem,
+                  "passes": (m - m_best) - z * sem <= allowed}
+    return best, out
+
+
+def rule(cfg: ChooseTConfig, done: Dict[float, dict]) -> Tuple[float, dict]:
+    """The rule for cfg.metric on the stored points, each under the prior its calibration chose."""
+    k = metrics.key(cfg.metric, cfg)
+    vals = {T: metrics.value(cfg.metric, p["metrics"][k], _prior_at(p, cfg)) for T, p in done.items()}
+    if cfg.metric in metrics.PAIRED:
+        return verdicts(vals, cfg.tol)
+    return verdicts_unpaired(vals, cfg.tol, metrics.is_relative(cfg.metric))
+
+
+def _prior_at(point: dict, cfg: ChooseTConfig) -> str:
+    """aux or noise: what the point's calibration chose (samples: what they were drawn from)."""
+    if cfg.metric not in metrics.PAIRED:
+        return "aux"                                      # value() ignores it for fid and kid
+    return point.get("calibration", {}).get("use", "aux")
 
 
 def chosen(verdict: dict) -> float:
@@ -98,36 +149,66 @@ def next_T(verdict: dict) -> Optional[float]:
     return round((max(below) + star) / 2, 6) if below else None
 
 
-def measure(run_dir, T: float, cfg: ChooseTConfig, done: Dict[float, dict], log=print, progress=False,
-            strategy=None, should_stop=never) -> dict:
-    """One T: its view, a Glow at T (warm-started from the nearest done T), the exact likelihood
-    of the test images under nu_phi and p_noise from one set of ODE solves; stored in the view."""
-    view = make_view(run_dir, run_dir, T)
-    path = view / POINT_FILE
-    if path.exists():
-        point = read_json(path, f"delete {path} to measure T={T:g} again")
-        if point.get("settings") != cfg.point_settings():
-            raise ValueError(f"{path} was measured with other settings ({point.get('settings')}); rerun with them "
-                             f"or delete {view / POINT_FILE} to measure T={T:g} again")
+class Measurer:
+    """Measures points of one search: the view's fit (warm-started), its calibration and the
+    metric, each stored in the view's point file as soon as it is done."""
+
+    def __init__(self, run_dir, cfg: ChooseTConfig, log=print, progress=False, strategy=None, should_stop=never):
+        self.run_dir, self.cfg, self.log, self.progress = Path(run_dir), cfg, log, progress
+        self.strategy, self.should_stop = strategy, should_stop
+        self.extractor = None
+        if cfg.metric not in metrics.PAIRED:
+            from shortdiff_tf import extractors
+            from shortdiff_tf.study.images import fid_reference
+            self.extractor = extractors.load_extractor(cfg.extractor)
+            self.reference = functools.cache(lambda: fid_reference(self.run_dir, None, self.extractor, strategy))
+
+    def __call__(self, T: float, done: Dict[float, dict]) -> dict:
+        view = make_view(self.run_dir, self.run_dir, T)
+        path = view / POINT_FILE
+        point = self._stored(path, T) if path.exists() else {"T": T, "view": str(view), "settings": self.cfg.fit_settings()}
+        if "prior_seconds" not in point:
+            point.update(self._fit(view, T, done))
+            atomic_write_json(path, point)
+        k = metrics.key(self.cfg.metric, self.cfg)
+        if k not in point.setdefault("metrics", {}):
+            point["metrics"][k] = self._metric(view, T, point)
+            atomic_write_json(path, point)
         return point
-    warm = _warm_start(done, T)
-    pcfg = PriorConfig(kind="glow", T=T, steps=cfg.prior_steps, levels=cfg.glow_levels,
-                       steps_per_level=cfg.glow_steps_per_level, hidden=cfg.glow_hidden, seed=cfg.seed)
-    start = time.perf_counter()
-    fit = fit_prior(view, pcfg, progress=progress, log=log, should_stop=should_stop,
-                    warm_start=warm[1] if warm else None)
-    fit_seconds = time.perf_counter() - start
-    ev = evaluate_run(view, num_examples=cfg.num_examples, batch_size=cfg.batch_size, rtol=cfg.rtol, atol=cfg.atol,
-                      seed=cfg.seed, T=T, prior="aux", progress=progress, strategy=strategy, should_stop=should_stop,
-                      per_example=True, with_elbo=False, log=log)
-    offset = ev["likelihood"]["bpd_offset"]
-    point = {"T": T, "view": str(view), "settings": cfg.point_settings(), "warm_start_from": warm[0] if warm else None,
-             "prior_nll_per_dim": fit.get("nll_per_dim"), "prior_seconds": fit_seconds,
-             "likelihood_nfe": ev["nfe_mean"], "likelihood_seconds_per_example": ev["seconds"] / ev["num_examples"],
-             "bpd_aux": bits_per_dim(ev["likelihood"]["log_prob_per_example"], ev["dim"], offset).tolist(),
-             "bpd_noise": bits_per_dim(ev["likelihood_noise"]["log_prob_per_example"], ev["dim"], offset).tolist()}
-    atomic_write_json(path, point)
-    return point
+
+    def _stored(self, path: Path, T: float) -> dict:
+        point = read_json(path, f"delete {path} to measure T={T:g} again")
+        settings = {k: point.get("settings", {}).get(k) for k in FIT_SETTINGS}
+        if settings != self.cfg.fit_settings():
+            raise ValueError(f"{path} was fitted with other settings ({settings}); rerun with them "
+                             f"or delete {path} to measure T={T:g} again")
+        if "bpd_aux" in point and "metrics" not in point:          # written before the metrics were stored apart
+            old = dataclasses.replace(self.cfg, **{k: point["settings"][k] for k in ("num_examples", "rtol", "atol")})
+            point["metrics"] = {metrics.key("bpd", old): {"aux": point.pop("bpd_aux"), "noise": point.pop("bpd_noise"),
+                                                          "nfe": point.get("likelihood_nfe"),
+                                                          "seconds_per_example": point.get("likelihood_seconds_per_example")}}
+        return point
+
+    def _fit(self, view: Path, T: float, done: Dict[float, dict]) -> dict:
+        """A Glow at T warm-started from the nearest done T; its calibration on held-out x_T."""
+        cfg, warm = self.cfg, _warm_start(done, T)
+        pcfg = PriorConfig(kind="glow", T=T, steps=cfg.prior_steps, levels=cfg.glow_levels,
+                           steps_per_level=cfg.glow_steps_per_level, hidden=cfg.glow_hidden, seed=cfg.seed,
+                           checkpoint_every=cfg.checkpoint_every)
+        start = time.perf_counter()
+        fit = fit_prior(view, pcfg, progress=self.progress, log=self.log, should_stop=self.should_stop,
+                        warm_start=warm[1] if warm else None)
+        return {"warm_start_from": warm[0] if warm else None, "prior_nll_per_dim": fit.get("nll_per_dim"),
+                "prior_seconds": time.perf_counter() - start, "calibration": fit["calibration"]}
+
+    def _metric(self, view: Path, T: float, point: dict) -> dict:
+        cfg = self.cfg
+        if cfg.metric == "bpd":
+            return metrics.likelihood(view, T, cfg, self.log, self.progress, self.strategy, self.should_stop)
+        if cfg.metric == "elbo":
+            return metrics.elbo(view, T, cfg, self.log, self.strategy)
+        return metrics.samples_quality(view, T, cfg, point["calibration"]["use"], self.extractor, self.reference,
+                                       self.log, self.strategy)
 
 
 def _warm_start(done: Dict[float, dict], T: float):
@@ -144,39 +225,74 @@ def choose_T(run_dir, cfg: ChooseTConfig = ChooseTConfig(), log=print, progress:
     """Search T (grid, then bisection), apply the rule, write RUN/choose_T.json and its figure."""
     run_dir = Path(run_dir)
     T_max = RunConfig.load(run_dir).sde.T
+    measure = Measurer(run_dir, cfg, log, progress, strategy, should_stop)
     done: Dict[float, dict] = {}
     for T in cfg.grid(T_max):
-        done[T] = measure(run_dir, T, cfg, done, log, progress, strategy, should_stop)
+        done[T] = measure(T, done)
     for _ in range(cfg.refine):
-        T = next_T(verdicts({t: np.array(p["bpd_aux"]) for t, p in done.items()}, cfg.tolerance)[1])
+        T = next_T(rule(cfg, done)[1])
         if T is None or T in done:
             break
         log(f"refining between the grid's points: T={T:g}")
-        done[T] = measure(run_dir, T, cfg, done, log, progress, strategy, should_stop)
+        done[T] = measure(T, done)
     return _report(run_dir, cfg, done, T_max)
 
 
+def _point_row(cfg: ChooseTConfig, p: dict, v: dict) -> dict:
+    """One T of the report: the verdict, the value under the prior used (and p_noise's for the
+    paired metrics), the calibration's choice and its reason, the costs."""
+    entry, prior = p["metrics"][metrics.key(cfg.metric, cfg)], _prior_at(p, cfg)
+    c = p["calibration"]
+    row = {**{k: p.get(k) for k in ("T", "view", "warm_start_from", "prior_nll_per_dim", "prior_seconds")}, **v,
+           "prior": entry.get("prior", prior), "calibration": {k: c[k] for k in ("use", "reason", "nll_gain_per_dim",
+                                                                                "nll_gain_sem", "sliced_w2")},
+           "em_nfe": int(round(1000 * p["T"]))}
+    if cfg.metric in metrics.PAIRED:
+        noise = np.asarray(entry["noise"], np.float64)
+        mine = np.asarray(entry[prior], np.float64)
+        row.update(value_sem=float(mine.std(ddof=1) / math.sqrt(len(mine))), value_noise=float(noise.mean()),
+                   value_noise_sem=float(noise.std(ddof=1) / math.sqrt(len(noise))),
+                   value_aux=float(np.mean(entry["aux"])))
+        row.update({cfg.metric: row["value"], f"{cfg.metric}_noise": row["value_noise"]})
+    else:
+        row.update({cfg.metric: row["value"], "nfe": entry["nfe"], "seconds_per_sample": entry["seconds_per_sample"],
+                    "fid": entry["fid"], "kid": entry["kid"]})
+    row.update({k: entry[k] for k in ("nfe", "seconds_per_example") if k in entry})
+    return row
+
+
+def _saving(cfg: ChooseTConfig, at: Dict[float, dict], star: float, T_max: float) -> dict:
+    """What T* saves against T_max: the SDE sampler's 1000 T steps; with a sample metric, the
+    chosen sampler's NFE and seconds per sample at both (when T_max was searched)."""
+    s = {"em_nfe_at_T_star": at[star]["em_nfe"], "em_nfe_at_T_max": int(round(1000 * T_max))}
+    top = at.get(T_max)
+    if cfg.metric in metrics.PAIRED:
+        s.update(likelihood_nfe_at_T_star=at[star].get("nfe") if cfg.metric == "bpd" else None,
+                 likelihood_nfe_at_T_max=top.get("nfe") if top and cfg.metric == "bpd" else None)
+    else:
+        s.update(sampler=cfg.sampler, nfe_at_T_star=at[star]["nfe"], nfe_at_T_max=top["nfe"] if top else None,
+                 seconds_per_sample_at_T_star=at[star]["seconds_per_sample"],
+                 seconds_per_sample_at_T_max=top["seconds_per_sample"] if top else None)
+    return s
+
+
 def _report(run_dir: Path, cfg: ChooseTConfig, done: Dict[float, dict], T_max: float) -> dict:
-    best, verdict = verdicts({T: np.array(p["bpd_aux"]) for T, p in done.items()}, cfg.tolerance)
+    best, verdict = rule(cfg, done)
     star = chosen(verdict)
-    points = []
-    for T in sorted(done):
-        p, v = done[T], verdict[T]
-        noise = np.array(p["bpd_noise"])
-        points.append({**{k: p[k] for k in ("T", "view", "warm_start_from", "prior_nll_per_dim", "prior_seconds",
-                                            "likelihood_nfe", "likelihood_seconds_per_example")},
-                       **v, "bpd_sem": float(np.std(p["bpd_aux"], ddof=1) / math.sqrt(len(noise))),
-                       "bpd_noise": float(noise.mean()), "bpd_noise_sem": float(noise.std(ddof=1) / math.sqrt(len(noise))),
-                       "em_nfe": int(round(1000 * T))})
+    points = [_point_row(cfg, done[T], verdict[T]) for T in sorted(done)]
     at = {p["T"]: p for p in points}
-    report = {"run": str(run_dir), "T_max": T_max, "T_star": star, "T_best": best, "tolerance_bpd": cfg.tolerance,
-              "rule": f"T passes when mean(b_T - b_best) - {Z_ONE_SIDED_5} SE <= {cfg.tolerance:g} bits/dim (paired over "
-                      f"the same images and probes); T* = the smallest passing T",
-              "view": at[star]["view"], "points": points, "num_examples": cfg.num_examples,
-              "saving": {"em_nfe_at_T_star": at[star]["em_nfe"], "em_nfe_at_T_max": int(round(1000 * T_max)),
-                         "likelihood_nfe_at_T_star": at[star]["likelihood_nfe"],
-                         "likelihood_nfe_at_T_max": at[max(at)]["likelihood_nfe"] if max(at) == T_max else None,
-                         "likelihood_seconds_per_example_at_T_star": at[star]["likelihood_seconds_per_example"]}}
+    unit = metrics.unit(cfg.metric)
+    tol = f"{cfg.tol:g} x the best {unit}" if metrics.is_relative(cfg.metric) else f"{cfg.tol:g} {unit}"
+    pairing = ("paired over the same images and probes" if cfg.metric in metrics.PAIRED
+               else "SE = sqrt(se_T^2 + se_best^2), bootstrap errors")
+    report = {"run": str(run_dir), "T_max": T_max, "T_star": star, "T_best": best, "metric": cfg.metric,
+              "tolerance": cfg.tol, "tolerance_relative": metrics.is_relative(cfg.metric),
+              **({"tolerance_bpd": cfg.tol} if cfg.metric in metrics.PAIRED else {}),
+              "sampler": cfg.sampler if cfg.metric not in metrics.PAIRED else None, "nfe": cfg.nfe,
+              "rule": f"T passes when mean(m_T - m_best) - {Z_ONE_SIDED_5} SE <= {tol} ({pairing}); "
+                      f"T* = the smallest passing T",
+              "view": at[star]["view"], "prior": at[star]["prior"], "points": points,
+              "num_examples": cfg.num_examples, "saving": _saving(cfg, at, star, T_max)}
     report["figure"] = figure(report, run_dir / "choose_T.png")
     atomic_write_json(run_dir / "choose_T.json", report)
     report["summary"] = str(run_dir / "choose_T.json")
@@ -184,24 +300,26 @@ def _report(run_dir: Path, cfg: ChooseTConfig, done: Dict[float, dict], T_max: f
 
 
 def figure(report: dict, path: Path) -> str:
-    """Bits/dim under nu_phi and p_noise with standard errors against T, T* marked; the SDE
-    sampler's NFE (1000 T) on the right axis."""
+    """The metric with standard errors against T (and p_noise's for the paired metrics), T* marked;
+    the SDE sampler's NFE (1000 T), or the chosen sampler's, on the right axis."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    pts = report["points"]
+    pts, metric = report["points"], report["metric"]
     Ts = [p["T"] for p in pts]
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    ax.errorbar(Ts, [p["bpd"] for p in pts], [p["bpd_sem"] for p in pts], marker="o", ms=4, capsize=2,
-                color="tab:blue", label="auxiliary prior (ours)")
-    ax.errorbar(Ts, [p["bpd_noise"] for p in pts], [p["bpd_noise_sem"] for p in pts], marker="s", ms=3, capsize=2,
-                color="tab:red", label="p_noise, same ODE solves")
+    ax.errorbar(Ts, [p["value"] for p in pts], [p["value_sem"] for p in pts], marker="o", ms=4, capsize=2,
+                color="tab:blue", label="the prior used at T (calibration)")
+    if "value_noise" in pts[0]:
+        ax.errorbar(Ts, [p["value_noise"] for p in pts], [p["value_noise_sem"] for p in pts], marker="s", ms=3,
+                    capsize=2, color="tab:red", label="p_noise, same draws")
     ax.axvline(report["T_star"], color="k", ls="--", lw=1, label=f"T* = {report['T_star']:g}")
-    ax.set(xlabel="diffusion time T", ylabel="bits/dim")
+    ax.set(xlabel="diffusion time T", ylabel={"bpd": "bits/dim", "elbo": "ELBO bound, bits/dim"}.get(metric, metric.upper()))
     ax.legend(fontsize=7)
     right = ax.twinx()
-    right.plot(Ts, [p["em_nfe"] for p in pts], color="0.6", lw=1)
-    right.set_ylabel("SDE sampler NFE (1000 T)", color="0.4")
+    sampled = "nfe" in pts[0] and report["sampler"]
+    right.plot(Ts, [p["nfe"] if sampled else p["em_nfe"] for p in pts], color="0.6", lw=1)
+    right.set_ylabel(f"{report['sampler']} NFE" if sampled else "SDE sampler NFE (1000 T)", color="0.4")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
