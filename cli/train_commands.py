@@ -8,7 +8,7 @@ import click
 
 from cli import checks
 from cli.errors import friendly, reclaim_signals, should_stop
-from cli.options import (NON_NEGATIVE, POSITIVE, PRESETS, PRIOR_PRESETS, SDE_CHOICES, STRATEGIES, T_RANGE,
+from cli.options import (NON_NEGATIVE, POSITIVE, PRESETS, PRIOR_PRESETS, SDE_CHOICES, STRATEGIES, T_OR_AUTO, T_RANGE,
                          UNIT_INTERVAL, FiniteFloat,
                          default_workdir, eval_precision_option, json_option, non_empty, precision_option, report)
 from cli.quiet import load_tensorflow
@@ -16,7 +16,10 @@ from cli.quiet import load_tensorflow
 
 @click.command()
 @click.option("--sde", type=click.Choice(SDE_CHOICES), default="vp", help="Forward SDE.")
-@click.option("--T", "T", type=T_RANGE, default=1.0, help="Diffusion time: the [0, 1] schedule is cut at T.")
+@click.option("--T", "T", type=T_OR_AUTO, default=1.0,
+              help="Diffusion time: the [0, 1] schedule is cut at T. auto: train at T = 1, then run `shortdiff "
+                   "choose-T` with its defaults (bits/dim, tolerance 0.01, grid 0.2-1 with 2 bisection steps, a "
+                   "2,000-step Glow per T).")
 @click.option("--eps", type=FiniteFloat(0, 1, min_open=True), default=1e-5, help="Smallest time.")
 @click.option("--dataset", default="digits", callback=non_empty,
               help="digits | gmm1d | gmm2d | a TFDS name | a .npz file | an image folder.")
@@ -82,6 +85,11 @@ def train(dry_run, as_json, no_progress, strategy, workdir, config_path, **opts)
     from cli.resolve import resolve_train_config
     file = run_settings(config_path) if config_path else {}
     ctx = click.get_current_context()
+    choose = opts["T"] == "auto"
+    if choose:                                              # T_max = 1, then choose-T
+        opts["T"] = 1.0
+        if opts["dataset"] in ("gmm1d", "gmm2d"):
+            raise click.UsageError("--T auto chooses T on images; for toy data compare T with `shortdiff study`")
     named = {k: (opts[k] if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT
                  else file.get(section, {}).get(field, opts[k]))
              for k, (section, field) in (("dataset", ("data", "dataset")), ("sde", ("sde", "kind")), ("T", ("sde", "T")))}
@@ -106,6 +114,12 @@ def train(dry_run, as_json, no_progress, strategy, workdir, config_path, **opts)
     click.echo(f"run directory: {workdir}")
     result = train_run(cfg, workdir, strategy=strat, progress=not no_progress, log=click.echo, should_stop=should_stop())
     report(result, as_json, [f"trained to step {result['step']}; checkpoint {result.get('checkpoint')}"])
+    if choose:
+        from cli.choose_command import choose_T
+        click.echo(f"--T auto: choosing T on {workdir} (`shortdiff choose-T` with its defaults)")
+        args = ["--workdir", str(workdir), *(["--no-progress"] if no_progress else []), *(["--json"] if as_json else [])]
+        with choose_T.make_context("choose-T", args, parent=ctx) as sub:      # its defaults, as parsed from a command line
+            return choose_T.invoke(sub)
     if not as_json:
         next_steps(f"shortdiff fit-prior --workdir {workdir}", f"tensorboard --logdir {Path(workdir) / 'tb'}")
 
