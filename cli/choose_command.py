@@ -55,6 +55,9 @@ def parse_grid(ctx, param, value):
 @click.option("--glow-levels", type=click.IntRange(0), default=0, help="Glow squeeze levels (0: by image size).")
 @click.option("--glow-steps", type=click.IntRange(1), default=4, help="Glow flow steps per level.")
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Glow coupling-network width.")
+@click.option("--check/--no-check", default=False,
+              help="Re-apply the rule to T* and the best T on fresh draws (seed + 1) and, for bpd and elbo, the next "
+                   "--num-examples test images: a held-out check of the choice.")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=100,
               help="Glow steps between checkpoints of each fit (a killed search resumes from the last).")
 @click.option("--strategy", type=click.Choice(ONE_MACHINE_STRATEGIES), default="auto",
@@ -63,8 +66,8 @@ def parse_grid(ctx, param, value):
 @json_option
 @friendly
 def choose_T(workdir, T_grid, metric, tolerance, refine, num_examples, batch_size, elbo_draws, sampler, nfe, num_samples,
-             extractor, rtol, atol, seed, prior_steps, glow_levels, glow_steps, glow_hidden, checkpoint_every, strategy,
-             no_progress, as_json):
+             extractor, rtol, atol, seed, prior_steps, glow_levels, glow_steps, glow_hidden, check, checkpoint_every,
+             strategy, no_progress, as_json):
     """The shortest T whose quality (--metric, under the prior each T's calibration chose) is within
     --tolerance of the best searched T; its prior in RUN/views/T<T*>.
     e.g.  shortdiff choose-T --workdir runs/c10-pretrained --metric fid --sampler heun --nfe 20"""
@@ -86,7 +89,7 @@ def choose_T(workdir, T_grid, metric, tolerance, refine, num_examples, batch_siz
                            prior_steps=prior_steps, glow_levels=glow_levels, glow_steps_per_level=glow_steps,
                            glow_hidden=glow_hidden, checkpoint_every=checkpoint_every)
     r = search(workdir, config, log=lambda m: click.echo(m, err=True), progress=not no_progress,
-               strategy=distribute.get(strategy), should_stop=should_stop())
+               strategy=distribute.get(strategy), should_stop=should_stop(), check=check)
     report(r, as_json, summary_lines(r))
 
 
@@ -125,6 +128,12 @@ def summary_lines(r: dict) -> list:
             if "nfe_at_T_star" in s else
             f"the SDE sampler takes {s['em_nfe_at_T_star']} network evaluations instead of {s['em_nfe_at_T_max']} "
             f"at T = {r['T_max']:g}")
+    c = r.get("held_out_check")
+    if c:
+        lines.append("held-out check: " + (c["note"] if "note" in c else
+                     f"T*={c['T_star']:g} against T={c['T_best']:g} on {c['images']} (seed {c['seed']}): "
+                     f"{c['difference']:+.4f} ± {c['difference_sem']:.4f}, allowed {c['allowed']:.4f}: "
+                     f"{'within the tolerance' if c['within_tolerance'] else 'NOT within the tolerance'}"))
     return lines + [f"T* = {r['T_star']:g} (best T = {r['T_best']:g}, tolerance {tol}, prior {r['prior']}): {cost}",
                     f"wrote {r['summary']} and {r['figure']}; its prior is in {r['view']}",
                     f"next: shortdiff sample --workdir {r['view']}" + (" --prior noise" if r["prior"] == "noise" else "")]

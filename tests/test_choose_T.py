@@ -129,10 +129,16 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
     assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == before
     assert not (run / "prior").exists()
     again = invoke("choose-T", "--workdir", run, *SEARCH, "--tolerance", "100", "--strategy", "mirrored",
-                   "--json")                                                          # resumes: no new fit
+                   "--check", "--json")                                               # resumes: no new fit
     assert again.exit_code == 0 and "fitting a Glow" not in again.output, again.output
     rep = json.loads(again.output.strip().splitlines()[-1])
     assert rep["T_star"] == 0.2                                                           # all pass: the shortest
+    c = rep["held_out_check"]                      # T* against the best on images 5-8 and seed 1
+    assert c["T_star"] == 0.2 and c["T_best"] == rep["T_best"] and "held-out check" in again.output
+    if c["T_best"] != 0.2:
+        assert c["images"] == "test images 5-8" and c["seed"] == 1 and c["allowed"] == 100
+        assert c["within_tolerance"] == (c["difference"] - Z_ONE_SIDED_5 * c["difference_sem"] <= 100)
+        assert np.isfinite(c["difference"]) and c["difference_sem"] > 0
     # a 3-step Glow is far worse than p_noise on held-out x_T: its calibration says so, and T* uses p_noise
     star = {p["T"]: p for p in rep["points"]}[0.2]
     assert star["calibration"]["use"] == "noise" and star["calibration"]["nll_gain_per_dim"] < 0

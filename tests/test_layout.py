@@ -17,7 +17,7 @@ LAYERS = [                                  # lowest first; the first part of th
     ("training infrastructure", {"config", "resume", "checkpoints", "distribute", "optim", "ode", "flow", "pretrained"}),
     ("losses and prior fitting", {"losses", "training", "prior_fit"}),
     ("samplers", {"samplers", "few_step"}),
-    ("likelihood and ELBO", {"likelihood", "elbo", "quality", "extractors"}),
+    ("likelihood and ELBO", {"likelihood", "elbo", "quality", "extractors", "calibration"}),
     ("run-level application", {"app"}),
     ("study", {"study"}),
 ]

@@ -4,10 +4,8 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import stats
 
 from shortdiff_tf import likelihood, toy
-from shortdiff_tf.priors import GaussianMixture
 from tests.conftest import SDE_NAMES, TS, make_sde
 
 

@@ -126,15 +126,19 @@ def test_workers_resume_from_the_chiefs_checkpoint_and_stop_together_on_sigterm(
     root, _, _ = runs
     args = [a if a != "4" else "100000" for a in TRAIN[:-1]]                 # no --json
     procs = start_workers(root / "multi", args)
-    metrics, start = root / "multi" / "metrics.jsonl", time.time()
+    metrics, start, failed = root / "multi" / "metrics.jsonl", time.time(), None
     try:
         while len(metrics.read_text().splitlines()) < 10:
-            assert time.time() - start < TIMEOUT and all(p.poll() is None for p, _ in procs), \
-                f"the workers did not reach step 10: {[p.poll() for p, _ in procs]}"
+            codes = [p.poll() for p, _ in procs]
+            if time.time() - start >= TIMEOUT or any(c is not None for c in codes):
+                failed = f"the workers did not reach step 10: exit codes {codes}"
+                break
             time.sleep(0.05)
-        procs[0][0].send_signal(signal.SIGTERM)
-    finally:
-        outs = finish_workers(procs)
+        if failed is None:
+            procs[0][0].send_signal(signal.SIGTERM)
+    finally:                                    # a worker that died leaves the other waiting: end it at once
+        outs = finish_workers(procs, timeout=TIMEOUT if failed is None else 1.0)
+    assert failed is None, (failed, [err[-2000:] for _, _, err in outs])
     assert [code for code, _, _ in outs] == [75, 75], [err[-2000:] for _, _, err in outs]
     outs = [(out, err) for _, out, err in outs]
     assert "from step 4 to 100000" in outs[0][0]

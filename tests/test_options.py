@@ -4,7 +4,6 @@ lists, so a new option (or a new choice of one) cannot go untested."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap

@@ -5,12 +5,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
-import pytest
-from click.testing import CliRunner
-
-from cli.main import cli
-
 LARGE = """
 import os, resource, shutil, sys
 import numpy as np

@@ -28,25 +28,18 @@ metric reuses the fits.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from shortdiff_tf import checkpoints
-from shortdiff_tf.app.fit_prior import fit_prior
-from shortdiff_tf.config import PriorConfig, RunConfig
-from shortdiff_tf.files import atomic_write_json, read_json
+from shortdiff_tf.config import RunConfig
+from shortdiff_tf.files import atomic_write_json
 from shortdiff_tf.preemption import never
 from shortdiff_tf.study import choose_metrics as metrics
-from shortdiff_tf.study.images import make_view
-
-Z_ONE_SIDED_5 = 1.645
-POINT_FILE = "choose_T_point.json"
-FIT_SETTINGS = ("seed", "prior_steps", "glow_levels", "glow_steps_per_level", "glow_hidden")
+from shortdiff_tf.study.choose_points import FIT_SETTINGS, Measurer, held_out_check, prior_at
+from shortdiff_tf.study.choose_rule import Z_ONE_SIDED_5, chosen, next_T, verdicts, verdicts_unpaired
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,138 +84,19 @@ class ChooseTConfig:
         return {k: getattr(self, k) for k in FIT_SETTINGS}
 
 
-def verdicts(values: Dict[float, np.ndarray], tolerance: float, z: float = Z_ONE_SIDED_5) -> Tuple[float, dict]:
-    """The rule on paired values (module docstring) at every T: -> (T_best, {T: mean, difference,
-    its standard error and whether T passes}); ``values`` maps T to per-image values of the same
-    images (lower is better)."""
-    means = {T: float(np.mean(b)) for T, b in values.items()}
-    best = min(means, key=means.get)
-    out = {}
-    for T, b in values.items():
-        d = np.asarray(b, np.float64) - np.asarray(values[best], np.float64)
-        sem = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
-        m = float(d.mean())
-        out[T] = {"value": means[T], "difference": m, "difference_sem": sem, "passes": m - z * sem <= tolerance}
-    return best, out
-
-
-def verdicts_unpaired(estimates: Dict[float, Tuple[float, float]], tolerance: float, relative: bool = True,
-                      z: float = Z_ONE_SIDED_5) -> Tuple[float, dict]:
-    """The rule on unpaired (value, standard error) at every T: the difference from the best with
-    both errors; ``relative``: the tolerance is a fraction of the best value."""
-    best = min(estimates, key=lambda T: estimates[T][0])
-    m_best, s_best = estimates[best]
-    allowed = tolerance * abs(m_best) if relative else tolerance
-    out = {}
-    for T, (m, s) in estimates.items():
-        sem = 0.0 if T == best else math.hypot(s, s_best)
-        out[T] = {"value": m, "value_sem": s, "difference": m - m_best, "difference_sem": sem,
-                  "passes": (m - m_best) - z * sem <= allowed}
-    return best, out
-
-
 def rule(cfg: ChooseTConfig, done: Dict[float, dict]) -> Tuple[float, dict]:
     """The rule for cfg.metric on the stored points, each under the prior its calibration chose."""
     k = metrics.key(cfg.metric, cfg)
-    vals = {T: metrics.value(cfg.metric, p["metrics"][k], _prior_at(p, cfg)) for T, p in done.items()}
+    vals = {T: metrics.value(cfg.metric, p["metrics"][k], prior_at(p, cfg)) for T, p in done.items()}
     if cfg.metric in metrics.PAIRED:
         return verdicts(vals, cfg.tol)
     return verdicts_unpaired(vals, cfg.tol, metrics.is_relative(cfg.metric))
 
 
-def _prior_at(point: dict, cfg: ChooseTConfig) -> str:
-    """aux or noise: what the point's calibration chose (samples: what they were drawn from)."""
-    if cfg.metric not in metrics.PAIRED:
-        return "aux"                                      # value() ignores it for fid and kid
-    return point.get("calibration", {}).get("use", "aux")
-
-
-def chosen(verdict: dict) -> float:
-    """T*: the smallest passing T."""
-    return min(T for T, v in verdict.items() if v["passes"])
-
-
-def next_T(verdict: dict) -> Optional[float]:
-    """The bisection point between T* and the largest failing T below it, or None."""
-    star = chosen(verdict)
-    below = [T for T, v in verdict.items() if not v["passes"] and T < star]
-    return round((max(below) + star) / 2, 6) if below else None
-
-
-class Measurer:
-    """Measures points of one search: the view's fit (warm-started), its calibration and the
-    metric, each stored in the view's point file as soon as it is done."""
-
-    def __init__(self, run_dir, cfg: ChooseTConfig, log=print, progress=False, strategy=None, should_stop=never):
-        self.run_dir, self.cfg, self.log, self.progress = Path(run_dir), cfg, log, progress
-        self.strategy, self.should_stop = strategy, should_stop
-        self.extractor = None
-        if cfg.metric not in metrics.PAIRED:
-            from shortdiff_tf import extractors
-            from shortdiff_tf.study.images import fid_reference
-            self.extractor = extractors.load_extractor(cfg.extractor)
-            self.reference = functools.cache(lambda: fid_reference(self.run_dir, None, self.extractor, strategy))
-
-    def __call__(self, T: float, done: Dict[float, dict]) -> dict:
-        view = make_view(self.run_dir, self.run_dir, T)
-        path = view / POINT_FILE
-        point = self._stored(path, T) if path.exists() else {"T": T, "view": str(view), "settings": self.cfg.fit_settings()}
-        if "prior_seconds" not in point:
-            point.update(self._fit(view, T, done))
-            atomic_write_json(path, point)
-        k = metrics.key(self.cfg.metric, self.cfg)
-        if k not in point.setdefault("metrics", {}):
-            point["metrics"][k] = self._metric(view, T, point)
-            atomic_write_json(path, point)
-        return point
-
-    def _stored(self, path: Path, T: float) -> dict:
-        point = read_json(path, f"delete {path} to measure T={T:g} again")
-        settings = {k: point.get("settings", {}).get(k) for k in FIT_SETTINGS}
-        if settings != self.cfg.fit_settings():
-            raise ValueError(f"{path} was fitted with other settings ({settings}); rerun with them "
-                             f"or delete {path} to measure T={T:g} again")
-        if "bpd_aux" in point and "metrics" not in point:          # written before the metrics were stored apart
-            old = dataclasses.replace(self.cfg, **{k: point["settings"][k] for k in ("num_examples", "rtol", "atol")})
-            point["metrics"] = {metrics.key("bpd", old): {"aux": point.pop("bpd_aux"), "noise": point.pop("bpd_noise"),
-                                                          "nfe": point.get("likelihood_nfe"),
-                                                          "seconds_per_example": point.get("likelihood_seconds_per_example")}}
-        return point
-
-    def _fit(self, view: Path, T: float, done: Dict[float, dict]) -> dict:
-        """A Glow at T warm-started from the nearest done T; its calibration on held-out x_T."""
-        cfg, warm = self.cfg, _warm_start(done, T)
-        pcfg = PriorConfig(kind="glow", T=T, steps=cfg.prior_steps, levels=cfg.glow_levels,
-                           steps_per_level=cfg.glow_steps_per_level, hidden=cfg.glow_hidden, seed=cfg.seed,
-                           checkpoint_every=cfg.checkpoint_every)
-        start = time.perf_counter()
-        fit = fit_prior(view, pcfg, progress=self.progress, log=self.log, should_stop=self.should_stop,
-                        warm_start=warm[1] if warm else None)
-        return {"warm_start_from": warm[0] if warm else None, "prior_nll_per_dim": fit.get("nll_per_dim"),
-                "prior_seconds": time.perf_counter() - start, "calibration": fit["calibration"]}
-
-    def _metric(self, view: Path, T: float, point: dict) -> dict:
-        cfg = self.cfg
-        if cfg.metric == "bpd":
-            return metrics.likelihood(view, T, cfg, self.log, self.progress, self.strategy, self.should_stop)
-        if cfg.metric == "elbo":
-            return metrics.elbo(view, T, cfg, self.log, self.strategy)
-        return metrics.samples_quality(view, T, cfg, point["calibration"]["use"], self.extractor, self.reference,
-                                       self.log, self.strategy)
-
-
-def _warm_start(done: Dict[float, dict], T: float):
-    """(T, newest Glow checkpoint) of the done T nearest to ``T``, or None."""
-    for near in sorted(done, key=lambda t: abs(t - T)):
-        ckpt = checkpoints.newest_complete(Path(done[near]["view"]) / "prior" / "checkpoints")
-        if ckpt:
-            return near, ckpt
-    return None
-
-
 def choose_T(run_dir, cfg: ChooseTConfig = ChooseTConfig(), log=print, progress: bool = False, strategy=None,
-             should_stop=never) -> dict:
-    """Search T (grid, then bisection), apply the rule, write RUN/choose_T.json and its figure."""
+             should_stop=never, check: bool = False) -> dict:
+    """Search T (grid, then bisection), apply the rule, write RUN/choose_T.json and its figure;
+    ``check``: re-apply the rule to T* and the best T on fresh draws (``held_out_check``)."""
     run_dir = Path(run_dir)
     T_max = RunConfig.load(run_dir).sde.T
     measure = Measurer(run_dir, cfg, log, progress, strategy, should_stop)
@@ -235,13 +109,18 @@ def choose_T(run_dir, cfg: ChooseTConfig = ChooseTConfig(), log=print, progress:
             break
         log(f"refining between the grid's points: T={T:g}")
         done[T] = measure(T, done)
-    return _report(run_dir, cfg, done, T_max)
+    checked = None
+    if check:
+        best, verdict = rule(cfg, done)
+        log(f"held-out check: T*={chosen(verdict):g} against the best T={best:g} on fresh draws")
+        checked = held_out_check(measure, done, chosen(verdict), best)
+    return _report(run_dir, cfg, done, T_max, checked)
 
 
 def _point_row(cfg: ChooseTConfig, p: dict, v: dict) -> dict:
     """One T of the report: the verdict, the value under the prior used (and p_noise's for the
     paired metrics), the calibration's choice and its reason, the costs."""
-    entry, prior = p["metrics"][metrics.key(cfg.metric, cfg)], _prior_at(p, cfg)
+    entry, prior = p["metrics"][metrics.key(cfg.metric, cfg)], prior_at(p, cfg)
     c = p["calibration"]
     row = {**{k: p.get(k) for k in ("T", "view", "warm_start_from", "prior_nll_per_dim", "prior_seconds")}, **v,
            "prior": entry.get("prior", prior), "calibration": {k: c[k] for k in ("use", "reason", "nll_gain_per_dim",
@@ -276,7 +155,7 @@ def _saving(cfg: ChooseTConfig, at: Dict[float, dict], star: float, T_max: float
     return s
 
 
-def _report(run_dir: Path, cfg: ChooseTConfig, done: Dict[float, dict], T_max: float) -> dict:
+def _report(run_dir: Path, cfg: ChooseTConfig, done: Dict[float, dict], T_max: float, checked=None) -> dict:
     best, verdict = rule(cfg, done)
     star = chosen(verdict)
     points = [_point_row(cfg, done[T], verdict[T]) for T in sorted(done)]
@@ -292,7 +171,8 @@ def _report(run_dir: Path, cfg: ChooseTConfig, done: Dict[float, dict], T_max: f
               "rule": f"T passes when mean(m_T - m_best) - {Z_ONE_SIDED_5} SE <= {tol} ({pairing}); "
                       f"T* = the smallest passing T",
               "view": at[star]["view"], "prior": at[star]["prior"], "points": points,
-              "num_examples": cfg.num_examples, "saving": _saving(cfg, at, star, T_max)}
+              "num_examples": cfg.num_examples, "saving": _saving(cfg, at, star, T_max),
+              **({"held_out_check": checked} if checked else {})}
     report["figure"] = figure(report, run_dir / "choose_T.png")
     atomic_write_json(run_dir / "choose_T.json", report)
     report["summary"] = str(run_dir / "choose_T.json")
