@@ -123,11 +123,13 @@ def summary_lines(r: dict) -> list:
                      + ("" if p["calibration"]["use"] == "aux" else f" [p_noise: {p['calibration']['reason']}]"))
     s = r["saving"]
     tol = f"{r['tolerance']:g} x the best" if r["tolerance_relative"] else f"{r['tolerance']:g} {unit}"
+    at_max = (f"; {name} {s['value_at_T_star']:.4f} against {s['value_at_T_max']:.4f} at T = {r['T_max']:g}"
+              if s["value_at_T_max"] is not None else "")
     cost = (f"{r['sampler']} takes {s['nfe_at_T_star']} network evaluations per sample"
             + (f" instead of {s['nfe_at_T_max']} at T = {r['T_max']:g}" if s["nfe_at_T_max"] is not None else "")
             if "nfe_at_T_star" in s else
             f"the SDE sampler takes {s['em_nfe_at_T_star']} network evaluations instead of {s['em_nfe_at_T_max']} "
-            f"at T = {r['T_max']:g}")
+            f"at T = {r['T_max']:g}") + at_max
     c = r.get("held_out_check")
     if c:
         lines.append("held-out check: " + (c["note"] if "note" in c else

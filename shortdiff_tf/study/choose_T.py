@@ -143,8 +143,9 @@ def _point_row(cfg: ChooseTConfig, p: dict, v: dict) -> dict:
 def _saving(cfg: ChooseTConfig, at: Dict[float, dict], star: float, T_max: float) -> dict:
     """What T* saves against T_max: the SDE sampler's 1000 T steps; with a sample metric, the
     chosen sampler's NFE and seconds per sample at both (when T_max was searched)."""
-    s = {"em_nfe_at_T_star": at[star]["em_nfe"], "em_nfe_at_T_max": int(round(1000 * T_max))}
     top = at.get(T_max)
+    s = {"em_nfe_at_T_star": at[star]["em_nfe"], "em_nfe_at_T_max": int(round(1000 * T_max)),
+         "value_at_T_star": at[star]["value"], "value_at_T_max": top["value"] if top else None}
     if cfg.metric in metrics.PAIRED:
         s.update(likelihood_nfe_at_T_star=at[star].get("nfe") if cfg.metric == "bpd" else None,
                  likelihood_nfe_at_T_max=top.get("nfe") if top and cfg.metric == "bpd" else None)
