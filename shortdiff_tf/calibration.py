@@ -88,7 +88,7 @@ def calibrate(sde, prior, x0_held_out: np.ndarray, num: int = 512, held_out: str
     reason = ("its held-out NLL is lower and its samples are no further from the true x_T" if better_nll and not_worse
               else "its held-out NLL is not lower than p_noise's" if not better_nll
               else "its samples are further from the true x_T than p_noise's")
-    return {"T": float(sde.T), "num_held_out": n, "held_out": held_out,
+    return {"T": float(sde.T), "num_held_out": n, "held_out": held_out, "against": "p(x, T)",
             "nll_per_dim": {k: float(v.mean()) for k, v in nll.items()},
             "nll_gain_per_dim": gain.mean, "nll_gain_sem": gain.sem,
             "samples": {name: sample_stats(d) for name, d in draws.items()}, "true_x_T": sample_stats(truth),
