@@ -145,8 +145,7 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
     assert rep["prior"] == star["prior"] == "noise" and star["value"] == star["value_noise"]
     sample_metric = ["--num-samples", "16", "--extractor", classifier]
     for metric, extra in (("elbo", ["--elbo-draws", "2"]), ("fid", ["--sampler", "heun", "--nfe", "5", *sample_metric]),
-                          ("kid", ["--nfe", "4", *sample_metric]),                    # em, the default sampler
-                          ("fid", ["--sampler", "ode", *sample_metric])):       # other metrics reuse every fit
+                          ("kid", ["--nfe", "4", *sample_metric])):     # em, the default; other metrics reuse every fit
         r = invoke("choose-T", "--workdir", run, *SEARCH, "--metric", metric, *extra, "--json")
         assert r.exit_code == 0 and "fitting a Glow" not in r.output, r.output
         m = json.loads(r.output.strip().splitlines()[-1])
@@ -210,7 +209,7 @@ def test_train_T_auto_trains_at_T_1_then_chooses_T_with_choose_T_s_defaults(tmp_
     """`train --T auto` = train at T = 1, then `choose-T` with its own defaults (here made tiny by
     changing those defaults, so the test also shows that the defaults are what it takes)."""
     from cli.choose_command import choose_T
-    tiny = {"T_grid": "0.5,1", "refine": 0, "num_examples": 2, "batch_size": 2, "rtol": 1e-2, "atol": 1e-2,
+    tiny = {"T_grid": "1", "refine": 0, "num_examples": 2, "batch_size": 2, "rtol": 1e-2, "atol": 1e-2,
             "prior_steps": 2, "glow_steps": 1, "glow_hidden": 8, "glow_levels": 0}
     for p in choose_T.params:
         if p.name in tiny:
@@ -221,7 +220,7 @@ def test_train_T_auto_trains_at_T_1_then_chooses_T_with_choose_T_s_defaults(tmp_
     assert r.exit_code == 0, r.output
     assert json.loads((run / "config.json").read_text())["sde"]["T"] == 1.0
     rep = json.loads(r.output.strip().splitlines()[-1])
-    assert rep["T_max"] == 1.0 and [p["T"] for p in rep["points"]] == [0.5, 1.0] and rep["metric"] == "bpd"
+    assert rep["T_max"] == 1.0 and [p["T"] for p in rep["points"]] == [1.0] and rep["metric"] == "bpd"
     assert (run / "choose_T.json").is_file() and "--T auto: choosing T" in r.output
     r = invoke("train", "--T", "auto", "--dataset", "gmm1d", "--workdir", tmp_path / "toy")
     assert r.exit_code != 0 and "for toy data compare T with `shortdiff study`" in r.output
