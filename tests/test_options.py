@@ -4,9 +4,6 @@ lists, so a new option (or a new choice of one) cannot go untested."""
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import click
@@ -262,19 +259,3 @@ for args in {runs!r}:
     lines = [line for line in r.output.strip().splitlines() if not line.startswith("next:")]   # the result line
     print("EXIT", r.exit_code, lines[-1] if lines else "")
 """
-
-
-def test_strategy_runs_in_a_fresh_process(tmp_path):
-    """multiworker (a one-worker cluster on localhost) and mirrored, for train and then fit-prior;
-    evaluate and sample of the mirrored run under mirrored."""
-    runs = []
-    for i, (command, args) in enumerate(STRATEGY_RUNS):
-        workdir = str(tmp_path / f"run{min(i // 2, 1)}")         # evaluate: the mirrored run
-        runs.append([command, *[workdir if a == "{new}" else a for a in args]]
-                    + ([] if "--workdir" in args else ["--workdir", workdir]))
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(STRATEGIES.format(runs=runs))], capture_output=True,
-                         text=True, timeout=300, env=env)
-    exits = [line for line in out.stdout.splitlines() if line.startswith("EXIT")]
-    assert len(exits) == 6 and all(line.startswith("EXIT 0") for line in exits), out.stdout + out.stderr[-2000:]
-    assert "trained to step 2" in exits[0] and "fitted a glow prior" in exits[1]
