@@ -224,3 +224,12 @@ def test_train_T_auto_trains_at_T_1_then_chooses_T_with_choose_T_s_defaults(tmp_
     assert (run / "choose_T.json").is_file() and "--T auto: choosing T" in r.output
     r = invoke("train", "--T", "auto", "--dataset", "gmm1d", "--workdir", tmp_path / "toy")
     assert r.exit_code != 0 and "for toy data compare T with `shortdiff study`" in r.output
+
+
+def test_the_library_config_refuses_a_sample_metric_without_an_extractor_and_an_unknown_metric():
+    from shortdiff_tf.study.choose_T import ChooseTConfig
+    with pytest.raises(ValueError, match="--metric fid needs --extractor"):
+        ChooseTConfig(metric="fid")
+    with pytest.raises(ValueError, match="unknown metric 'fld'"):
+        ChooseTConfig(metric="fld")
+    assert ChooseTConfig(metric="kid", extractor="c.keras").tol == 0.02 and ChooseTConfig().tol == 0.01

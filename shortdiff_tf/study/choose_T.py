@@ -67,6 +67,8 @@ class ChooseTConfig:
     def __post_init__(self):
         if self.metric not in metrics.METRICS:
             raise ValueError(f"unknown metric {self.metric!r}; choose one of {', '.join(metrics.METRICS)}")
+        if self.metric not in metrics.PAIRED and not self.extractor:
+            raise ValueError(metrics.no_extractor(self.metric, "<dataset>"))
 
     def grid(self, T_max: float) -> Tuple[float, ...]:
         return tuple(sorted(self.T_grid or (round(T_max * f, 6) for f in (0.2, 0.4, 0.6, 0.8, 1.0))))
