@@ -36,7 +36,7 @@ CLAIM_T, REFERENCE_T, CLAIM_RATIO = 0.4, 1.0, 1 / 3
 
 def steps_for(sampler: str, nfe: int) -> int:
     """Steps of a fixed-step sampler that spend at most ``nfe`` network evaluations (one at least)."""
-    from shortdiff_tf.study.choose_metrics import steps_for_nfe
+    from shortdiff_tf.samplers import steps_for_nfe
     return steps_for_nfe(sampler, nfe)
 
 

@@ -98,9 +98,9 @@ def sample_metric_checks(cfg: dict, metric: str, sampler: str, nfe, extractor):
     sampler can take; -> the extractor's spec."""
     if nfe is not None and sampler == "ode":
         raise click.UsageError("--nfe: the ode sampler chooses its own steps; drop --nfe or use em, pc, heun or dpm2m")
-    dataset = Path(cfg["data"]["dataset"]).stem
     if extractor is None:
-        default = Path("classifiers") / f"{dataset}.keras"
+        from cli.study import default_classifier
+        default = default_classifier(cfg["data"]["dataset"])
         if not default.is_file():
             raise click.UsageError(f"--metric {metric} needs --extractor: train one with `shortdiff train-classifier "
                                    f"--dataset {cfg['data']['dataset']}` (writes {default}) or pass fid-inception:PATH")

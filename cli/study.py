@@ -14,6 +14,11 @@ from cli.options import POSITIVE
 from cli.quiet import load_tensorflow
 
 
+def default_classifier(dataset: str) -> Path:
+    """Where ``train-classifier`` saves the classifier of ``dataset`` by default."""
+    return Path("classifiers") / f"{Path(dataset).stem}.keras"
+
+
 @click.command("train-classifier")
 @click.option("--dataset", default="digits", help="A labelled image data set (digits, a TFDS name, a .npz with labels).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory.")
@@ -28,7 +33,7 @@ def train_classifier(dataset, data_dir, out, epochs, seed, as_json):
     e.g.  shortdiff train-classifier --dataset digits"""
     load_tensorflow()
     from shortdiff_tf.extractors import train_classifier as train_fn
-    out = out or str(Path("classifiers") / f"{Path(dataset).stem}.keras")
+    out = out or str(default_classifier(dataset))
     r = train_fn(dataset, out, epochs=epochs, seed=seed, data_dir=data_dir, log=lambda *_: None)
     report(r, as_json, [f"classifier on {dataset}: test accuracy {r['test_accuracy']:.4f} "
                         f"({r['test_examples']} images) -> {r['out']}"])

@@ -88,7 +88,7 @@ def train(dry_run, as_json, no_progress, strategy, workdir, config_path, **opts)
     choose = opts["T"] == "auto"
     if choose:                                              # T_max = 1, then choose-T
         opts["T"] = 1.0
-        if opts["dataset"] in ("gmm1d", "gmm2d"):
+        if opts["dataset"] in checks.LOCAL_DATASETS[1:]:                      # the toys
             raise click.UsageError("--T auto chooses T on images; for toy data compare T with `shortdiff study`")
     named = {k: (opts[k] if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT
                  else file.get(section, {}).get(field, opts[k]))

@@ -25,9 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from shortdiff_tf import pixels
-from shortdiff_tf.stats import Estimate
+from shortdiff_tf.stats import Z_ONE_SIDED_5, Estimate
 
-Z_ONE_SIDED_5 = 1.645
 QUANTILES = (0.05, 0.5, 0.95, 0.99)
 TAIL = 4.0
 HELD_OUT_SEED = 0x5EED_CA1           # the held-out draws' seed stream, apart from the fit's

@@ -179,7 +179,7 @@ def train_classifier(dataset: str, out, epochs: int = 30, batch_size: int = 64, 
     train = data_lib.load(dataset, "train", data_dir)
     if not train.is_image or train.labels is None:
         raise ValueError(f"{dataset!r} has no labelled images; the classifier needs (image, label) pairs")
-    test = data_lib.load(dataset, "test", data_dir)
+    test = data_lib.load(data_lib.held_out(dataset) or dataset, "test", data_dir)     # test.npz beside a train.npz
     classes = int(max(train.labels.max(), test.labels.max() if test.labels is not None else 0)) + 1
     model = build_classifier(train.shape, classes, seed=seed)
     model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),

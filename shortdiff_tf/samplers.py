@@ -132,6 +132,23 @@ PRESETS = {
 }
 
 
+def nfe_per_step(cfg: SamplerConfig):
+    """(score evaluations per step, extra evaluations per call) of a fixed-step sampler: NFE =
+    per_step * steps + extra (the few-step solvers' denoising step is the extra one)."""
+    if cfg.method in few_step.SOLVERS:
+        return few_step.NFE_PER_STEP[cfg.method], int(cfg.denoise)
+    return cfg.nfe_per_step(), 0
+
+
+def steps_for_nfe(name: str, nfe: int) -> int:
+    """The steps of preset ``name`` that spend at most ``nfe`` score evaluations (one step at
+    least); the adaptive ode sampler has no budget."""
+    if name == "ode":
+        raise ValueError("the ode sampler chooses its own steps: drop --nfe (or use em, pc, heun or dpm2m)")
+    per_step, extra = nfe_per_step(preset(name))
+    return max(1, (nfe - extra) // per_step)
+
+
 def preset(name: str, steps: Optional[int] = None, snr: Optional[float] = None,
            temperature: float = 1.0, eps: Optional[float] = None, rtol: Optional[float] = None,
            atol: Optional[float] = None) -> SamplerConfig:
@@ -180,12 +197,10 @@ class Sampler:
 
     def planned_nfe(self, steps: Optional[int] = None) -> Optional[int]:
         """The score evaluations a call will make; None for the adaptive ODE."""
-        steps, cfg = int(steps or self.default_steps()), self.config
-        if cfg.method == "ode":
+        if self.config.method == "ode":
             return None
-        if cfg.method in few_step.SOLVERS:
-            return few_step.NFE_PER_STEP[cfg.method] * steps + int(cfg.denoise)
-        return steps * cfg.nfe_per_step()
+        per_step, extra = nfe_per_step(self.config)
+        return per_step * int(steps or self.default_steps()) + extra
 
     def __call__(self, num_samples: int, seed, steps: Optional[int] = None, x_T=None, first: int = 0) -> SampleResult:
         """Samples first, ..., first + num_samples - 1 of ``seed`` (``first``: a chunk's offset)."""

@@ -11,6 +11,9 @@ import math
 import numpy as np
 
 
+Z_ONE_SIDED_5 = 1.645       # the one-sided 5% normal quantile of every "cannot reject" rule here
+
+
 def standard_error(values) -> float:
     """sd(v) / sqrt(n) over all entries of ``values`` (an array or a tensor)."""
     v = np.asarray(values, np.float64).reshape(-1)

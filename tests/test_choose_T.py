@@ -79,7 +79,7 @@ def test_unpaired_fid_curves_judge_the_difference_on_both_errors_against_a_relat
 
 def test_a_budget_becomes_the_steps_that_spend_at_most_it():
     from shortdiff_tf import samplers
-    from shortdiff_tf.study.choose_metrics import steps_for_nfe
+    from shortdiff_tf.samplers import steps_for_nfe
     for name in ("em", "pc", "heun", "dpm2m"):
         for nfe in (3, 5, 10, 19, 100):
             steps = steps_for_nfe(name, nfe)

@@ -123,14 +123,13 @@ def likelihood_pass(est, x, seed, repeat: int, batch_size: int, store: EvalStore
     new ones are stored as they finish; a signal (``should_stop``) stops it between batches.
     ``ticker`` hears of each network evaluation within a batch. -> (batches, how many were loaded)."""
     n, parts, loaded, start = int(x.shape[0]), [], 0, time.perf_counter()
-    ticker = ticker or BatchTicker(enabled=False)
+    ticker, per_pass = ticker or BatchTicker(enabled=False), -(-n // batch_size)
     for i in range(0, n, batch_size):
         if should_stop():
             raise Preempted(should_stop(), f"every finished batch is in {store.dir}; rerun the same command to resume")
         ll = store.load(repeat, i, est)
         loaded += ll is not None
         if ll is None:
-            per_pass = -(-n // batch_size)
             ticker.start(f"pass {repeat + 1}, examples {i + 1}-{min(i + batch_size, n)} of {n}",
                          batches_after=(bar.total // n) * per_pass - (repeat * per_pass + i // batch_size) - 1)
             ll = padded_call(est, x[i: i + batch_size], distribute.rounded_up(min(batch_size, n), est.strategy), split(seed, 1 + i))

@@ -136,8 +136,7 @@ def _point_row(cfg: ChooseTConfig, p: dict, v: dict) -> dict:
                    value_aux=float(np.mean(entry["aux"])))
         row.update({cfg.metric: row["value"], f"{cfg.metric}_noise": row["value_noise"]})
     else:
-        row.update({cfg.metric: row["value"], "nfe": entry["nfe"], "seconds_per_sample": entry["seconds_per_sample"],
-                    "fid": entry["fid"], "kid": entry["kid"]})
+        row.update(fid=entry["fid"], kid=entry["kid"], seconds_per_sample=entry["seconds_per_sample"])
     row.update({k: entry[k] for k in ("nfe", "seconds_per_example") if k in entry})
     return row
 

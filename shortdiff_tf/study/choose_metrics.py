@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from shortdiff_tf import pixels, quality, samplers
+from shortdiff_tf import bits, pixels, quality, samplers
 from shortdiff_tf.app import sample
 from shortdiff_tf.app.evaluate import evaluate_run
 from shortdiff_tf.app.runs import load_run
@@ -32,9 +32,9 @@ PAIRED = ("bpd", "elbo")
 BOOTSTRAP = 100                       # resamples for the FID/KID standard error
 
 
-def bits_per_dim(log_prob, dim: int, offset: float) -> np.ndarray:
-    """Per-image bits/dim from log-likelihoods or ELBOs (nats): -log p / (D ln 2) + offset."""
-    return -np.asarray(log_prob, np.float64) / (dim * math.log(2.0)) + offset
+def bits_per_dim(log_prob, dim: int) -> list:
+    """Per-image bits/dim of log-likelihoods or ELBOs (nats) of dequantised images (``bits``)."""
+    return np.asarray(bits.bits_per_dim(np.asarray(log_prob, np.float64), dim, pixels.RANGE), np.float64).tolist()
 
 
 def key(metric: str, cfg) -> str:
@@ -51,9 +51,8 @@ def likelihood(view, T: float, cfg, log=print, progress=False, strategy=None, sh
     ev = evaluate_run(view, dataset=test_data(view), num_examples=cfg.num_examples, batch_size=cfg.batch_size, rtol=cfg.rtol, atol=cfg.atol,
                       seed=cfg.seed, T=T, prior="aux", progress=progress, strategy=strategy, should_stop=should_stop,
                       per_example=True, with_elbo=False, log=log)
-    offset = ev["likelihood"]["bpd_offset"]
-    return {"aux": bits_per_dim(ev["likelihood"]["log_prob_per_example"], ev["dim"], offset).tolist(),
-            "noise": bits_per_dim(ev["likelihood_noise"]["log_prob_per_example"], ev["dim"], offset).tolist(),
+    return {"aux": bits_per_dim(ev["likelihood"]["log_prob_per_example"], ev["dim"]),
+            "noise": bits_per_dim(ev["likelihood_noise"]["log_prob_per_example"], ev["dim"]),
             "nfe": ev["nfe_mean"], "seconds_per_example": ev["seconds"] / ev["num_examples"]}
 
 
@@ -79,21 +78,16 @@ def elbo(view, T: float, cfg, log=print, strategy=None) -> dict:
     xs = pixels.to_model_space(x, split(cfg.seed, 0))
     e = elbo_lib.elbos(sde, run.score_fn(T), {"noise": sde.prior(run.shape), "aux": prior}, xs,
                        split(cfg.seed, 10**6), batch_size=cfg.batch_size, draws=cfg.elbo_draws, strategy=strategy)
-    dim, offset = math.prod(run.shape), _offset()
-    return {name: bits_per_dim(e[name].values.numpy(), dim, offset).tolist() for name in ("aux", "noise")} | {
+    dim = math.prod(run.shape)
+    return {name: bits_per_dim(e[name].values.numpy(), dim) for name in ("aux", "noise")} | {
         "seconds_per_example": (time.perf_counter() - start) / len(x)}
-
-
-def _offset() -> float:
-    from shortdiff_tf import bits
-    return bits.dequantization_offset(pixels.RANGE, 8)
 
 
 def samples_quality(view, T: float, cfg, prior: str, extractor, reference, log=print, strategy=None) -> dict:
     """fid and kid: ``cfg.num_samples`` samples of ``cfg.sampler`` (``cfg.nfe`` evaluations, or its
     default budget) from ``prior``, scored against ``reference()`` features."""
     run = load_run(view)
-    steps = steps_for_nfe(cfg.sampler, cfg.nfe) if cfg.nfe else None
+    steps = samplers.steps_for_nfe(cfg.sampler, cfg.nfe) if cfg.nfe else None
     log(f"T={T:g}: {cfg.num_samples} samples with {cfg.sampler}{f' at {cfg.nfe} NFE' if cfg.nfe else ''} "
         f"from the {prior} prior for FID/KID")
     s = sample.draw(run, sampler=cfg.sampler, steps=steps, num_samples=cfg.num_samples, seed=(cfg.seed, 1),
@@ -117,19 +111,6 @@ def bootstrap(feats: np.ndarray, ref: np.ndarray, seed: int = 0, resamples: int 
         fids.append(quality.fid_from_features(f, ref))
         kids.append(quality.kernel_distance(f, ref, subsets=2, seed=int(rng.randint(2**31)))[0])
     return float(np.std(fids, ddof=1)), float(np.std(kids, ddof=1))
-
-
-def steps_for_nfe(sampler: str, nfe: int) -> int:
-    """The steps of a fixed-step sampler that spend at most ``nfe`` network evaluations (one step at
-    least); the adaptive ode sampler has no budget."""
-    if sampler == "ode":
-        raise ValueError("the ode sampler chooses its own steps: drop --nfe (or use em, pc, heun or dpm2m)")
-    cfg = samplers.preset(sampler)
-    if cfg.method in samplers.few_step.SOLVERS:
-        per, extra = samplers.few_step.NFE_PER_STEP[cfg.method], int(cfg.denoise)
-    else:
-        per, extra = cfg.nfe_per_step(), 0
-    return max(1, (nfe - extra) // per)
 
 
 def value(metric: str, entry: dict, prior: str):

@@ -54,6 +54,9 @@ class Measurer:
         if "prior_seconds" not in point:
             point.update(self._fit(view, T, done))
             atomic_write_json(path, point)
+        if "calibration" not in point:                 # a point fitted before calibrations were kept
+            point["calibration"] = self._calibrate(view, T)
+            atomic_write_json(path, point)
         k = metrics.key(self.cfg.metric, self.cfg)
         if k not in point.setdefault("metrics", {}):
             point["metrics"][k] = self._metric(view, T, point)
@@ -66,11 +69,6 @@ class Measurer:
         if settings != self.cfg.fit_settings():
             raise ValueError(f"{path} was fitted with other settings ({settings}); rerun with them "
                              f"or delete {path} to measure T={T:g} again")
-        if "bpd_aux" in point and "metrics" not in point:          # written before the metrics were stored apart
-            old = dataclasses.replace(self.cfg, **{k: point["settings"][k] for k in ("num_examples", "rtol", "atol")})
-            point["metrics"] = {metrics.key("bpd", old): {"aux": point.pop("bpd_aux"), "noise": point.pop("bpd_noise"),
-                                                          "nfe": point.get("likelihood_nfe"),
-                                                          "seconds_per_example": point.get("likelihood_seconds_per_example")}}
         return point
 
     def _fit(self, view: Path, T: float, done: Dict[float, dict]) -> dict:
@@ -85,15 +83,21 @@ class Measurer:
         return {"warm_start_from": warm[0] if warm else None, "prior_nll_per_dim": fit.get("nll_per_dim"),
                 "prior_seconds": time.perf_counter() - start, "calibration": fit["calibration"]}
 
-    def _metric(self, view: Path, T: float, point: dict) -> dict:
-        cfg = self.cfg
+    def _calibrate(self, view: Path, T: float) -> dict:
+        from shortdiff_tf.app.fit_prior import calibrate_fitted
+        from shortdiff_tf.app.runs import load_run
+        run = load_run(view)
+        return calibrate_fitted(run, run.sde(T), view, self.log)
+
+    def _metric(self, view: Path, T: float, point: dict, cfg=None) -> dict:
+        """cfg.metric at T (``cfg``: the search's settings unless given)."""
+        cfg = cfg or self.cfg
         if cfg.metric == "bpd":
             return metrics.likelihood(view, T, cfg, self.log, self.progress, self.strategy, self.should_stop)
         if cfg.metric == "elbo":
             return metrics.elbo(view, T, cfg, self.log, self.strategy)
         return metrics.samples_quality(view, T, cfg, point["calibration"]["use"], self.extractor, self.reference,
                                        self.log, self.strategy)
-
 
     def held_out(self, T: float, point: dict) -> dict:
         """The metric at T on fresh draws (seed + 1) and, for bpd and elbo, the next
@@ -104,23 +108,16 @@ class Measurer:
         if k not in point["metrics"]:
             view = Path(point["view"])
             if cfg.metric in metrics.PAIRED:
-                entry = self._metric_with(fresh, view, T, point)
+                entry = self._metric(view, T, point, fresh)
                 entry = {name: entry[name][n:] for name in ("aux", "noise")}           # the images not searched on
                 if len(entry["aux"]) < 2:
                     raise ValueError(f"the held-out check needs 2 x --num-examples = {2 * n} test images and more "
                                      f"than {n + 1}; lower --num-examples")
             else:
-                entry = self._metric_with(dataclasses.replace(cfg, seed=cfg.seed + 1), view, T, point)
+                entry = self._metric(view, T, point, dataclasses.replace(cfg, seed=cfg.seed + 1))
             point["metrics"][k] = entry
             atomic_write_json(view / POINT_FILE, point)
         return point["metrics"][k]
-
-    def _metric_with(self, cfg, view: Path, T: float, point: dict) -> dict:
-        saved, self.cfg = self.cfg, cfg
-        try:
-            return self._metric(view, T, point)
-        finally:
-            self.cfg = saved
 
 
 def held_out_check(measure: Measurer, done: Dict[float, dict], star: float, best: float) -> dict:

@@ -8,7 +8,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-Z_ONE_SIDED_5 = 1.645
+from shortdiff_tf.stats import Z_ONE_SIDED_5
 
 
 def verdicts(values: Dict[float, np.ndarray], tolerance: float, z: float = Z_ONE_SIDED_5) -> Tuple[float, dict]:
