@@ -144,8 +144,8 @@ def train(dry_run, as_json, no_progress, strategy, workdir, config_path, **opts)
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Glow coupling-network width.")
 @click.option("--components", type=click.IntRange(1), default=10, help="Mixture components (dpgmm: truncation).")
 @click.option("--fit-samples", type=click.IntRange(10), default=20000,
-              help="Points gaussian/gmm/dpgmm are fitted to: diffused draws (sde target), or the first this many "
-                   "training examples through the PF-ODE (ode target).")
+              help="sde target: the diffused draws gaussian/gmm/dpgmm are fitted to (a Glow draws fresh ones each "
+                   "step); ode target: the first this many training examples through the PF-ODE (every kind).")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=100, help="Glow checkpoint interval (steps).")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto",
               help="tf.distribute strategy of the Glow fit (as for train; multiworker reads TF_CONFIG).")

@@ -174,7 +174,7 @@ class PriorConfig:
     components: int = 10               # gmm (dpgmm: the truncation level)
     weight_threshold: float = 0.01     # dpgmm: a component counts when its weight exceeds this
     dp_concentration: float = 0.01     # dpgmm: Dirichlet-process concentration (small: few components)
-    num_fit_samples: int = 20000       # gaussian / gmm / dpgmm: diffused points to fit on
+    num_fit_samples: int = 20000       # sde target: gaussian/gmm/dpgmm's diffused points; ode: examples pushed
     checkpoint_every: int = 100
     log_every: int = 50
     precision: str = "fp32"            # the score network's, for the ode target (the flow stays fp32)

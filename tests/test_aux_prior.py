@@ -8,7 +8,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from cli.main import cli
-from shortdiff_tf import elbo as elbo_lib, samplers, toy
+from shortdiff_tf import data as data_lib, elbo as elbo_lib, samplers, toy
 from shortdiff_tf.app.fit_prior import fit_prior
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.prior_fit import mixtures, store, targets
@@ -172,9 +172,14 @@ def test_an_ode_target_prior_is_tied_to_its_score_checkpoint(runs, tmp_path, mon
     fit = ("fit-prior", "--workdir", run, "--prior", "gaussian", "--target", "ode", "--json")
     assert invoke(*fit).exit_code == 0
     assert json.loads((run / "prior" / "config.json").read_text())["score_step"] == 3
-    monkeypatch.setattr(targets_lib, "ode_targets", lambda *a, **k: pytest.fail("the targets were solved again"))
+    solved, solve = [], targets_lib.ode_targets            # the calibration pushes its held-out points only
+    monkeypatch.setattr(targets_lib, "ode_targets", lambda sde, fn, array, *a, **k: solved.append(array) or solve(
+        sde, fn, array, *a, **k))
     r = invoke(*fit)
     assert r.exit_code == 0 and "read the PF-ODE targets of checkpoint step 3" in r.output, r.output
+    train = data_lib.load("gmm2d", "train").array
+    assert len(solved) == 1 and len(solved[0]) == 512 and not np.isin(solved[0], train).any()
+    assert "held-out PF-ODE images" in r.output
     r = invoke("train", "--workdir", run, "--steps", "5", "--no-progress")
     assert r.exit_code == 0, r.output
     r = invoke("sample", "--workdir", run, "--num-samples", "4", "--steps", "3")

@@ -25,11 +25,13 @@ from shortdiff_tf.runlock import RunLock
 
 
 def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, log=print,
-              stop_after: Optional[int] = None, should_stop=never, warm_start: Optional[str] = None) -> dict:
+              stop_after: Optional[int] = None, should_stop=never, warm_start: Optional[str] = None,
+              calibrate: bool = True) -> dict:
     """Fit nu_phi at pcfg.T on the run's training data and store it; -> a summary dict.
     The writer holds ``RUN/prior/.lock`` (score training of the same run may go on beside it).
     ``warm_start``: a Glow checkpoint (of the same architecture, fitted at another T) whose flow
-    weights a new fit starts from instead of its initialisation (``choose-T``)."""
+    weights a new fit starts from instead of its initialisation (``choose-T``).  ``calibrate``:
+    measure the finished fit's calibration (``calibrate_fitted``; off when the caller does it)."""
     strategy = strategy or tf.distribute.get_strategy()
     run = load_run(run_dir, pcfg.precision)
     sde = run.sde(pcfg.T)                                           # T <= the run's T, before writing
@@ -41,16 +43,19 @@ def fit_prior(run_dir, pcfg: PriorConfig, strategy=None, progress: bool = True, 
         return _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop, warm_start)
     with RunLock(store.prior_dir(run_dir) / ".lock", "shortdiff fit-prior"):
         result = _fit(run, sde, pcfg, run_dir, strategy, progress, log, stop_after, should_stop, warm_start)
-        if stop_after is None or result.get("step", pcfg.steps) >= pcfg.steps:
+        if calibrate and (stop_after is None or result.get("step", pcfg.steps) >= pcfg.steps):
             result["calibration"] = calibrate_fitted(run, sde, run_dir, log)
         return result
 
 
 def calibrate_fitted(run, sde, run_dir, log=print) -> dict:
-    """The stored prior's calibration on held-out x_T (``calibration``), kept in
+    """The stored prior's calibration on held-out points of its own target (``calibration``: x_T,
+    or for an ode-target prior the PF-ODE image of held-out data), kept in
     RUN/prior/calibration.json and logged in one line."""
     x0, what = calibration.held_out_images(run.cfg.data)
-    c = calibration.calibrate(sde, store.load_prior(run_dir, run.shape)[0], x0, held_out=what)
+    prior, pcfg = store.load_prior(run_dir, run.shape)
+    score_fn = run.score_fn(sde.T) if pcfg.target == "ode" else None
+    c = calibration.calibrate(sde, prior, x0, held_out=what, target=pcfg.target, score_fn=score_fn)
     atomic_write_json(store.prior_dir(run_dir) / "calibration.json", c)
     log(calibration.summary_line(c))
     return c
@@ -63,7 +68,7 @@ def _fit(run, sde, pcfg: PriorConfig, run_dir, strategy, progress, log, stop_aft
         return glow.fit_glow(sde, data_lib.tfds_source(d.dataset, "train", d.data_dir), run.shape, pcfg, run_dir,
                              strategy, progress, log, stop_after, should_stop, warm_start=warm_start)
     array = data_lib.load(d.dataset, "train", d.data_dir).array
-    if pcfg.target == "ode" and pcfg.kind != "glow":                # the closed forms fit num_fit_samples points
+    if pcfg.target == "ode":                        # the first num_fit_samples examples through the PF-ODE
         array = array[: pcfg.num_fit_samples]
     source = _ode_targets(run, sde, pcfg, array, run_dir, log) if pcfg.target == "ode" else array
     if pcfg.kind == "glow":

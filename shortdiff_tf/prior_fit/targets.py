@@ -14,9 +14,11 @@ import tensorflow as tf
 from shortdiff_tf import pixels, flow
 
 
-def ode_targets(sde, score_fn, array: np.ndarray, seed: int, batch: int = 256) -> np.ndarray:
+def ode_targets(sde, score_fn, array: np.ndarray, seed: int, batch: int = 256, rtol: float = 1e-5,
+                atol: float = 1e-5) -> np.ndarray:
     """z = Phi_theta(x_0): the PF-ODE from eps to T applied to (dequantised) data, in batches."""
-    push = tf.function(lambda x: flow.push(sde, score_fn, x, sde.eps, sde.T)[0])
+    push = tf.function(lambda x: flow.push(sde, score_fn, x, sde.eps, sde.T, rtol, atol)[0],  # one trace, every batch
+                       input_signature=[tf.TensorSpec((None,) + array.shape[1:], tf.float32)])
     out = []
     for i in range(0, len(array), batch):
         chunk = array[i: i + batch]
