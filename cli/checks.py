@@ -187,10 +187,28 @@ def chosen_T(workdir, T, prior: str = "auto"):
     when ``prior`` is auto); any other T: (workdir, T, prior)."""
     if T != "auto":
         return workdir, T, prior
+    report = choose_T_report(workdir)
+    return report["view"], float(report["T_star"]), report.get("prior", "aux") if prior == "auto" else prior
+
+
+def chosen_temperature(workdir, T, temperature, sampler=None):
+    """The prior's sampling temperature: ``temperature`` when given; with ``--T auto`` the one
+    ``choose-T`` measured for its sampler (for ``sampler``, or for that sampler when None); else 1."""
+    if temperature is not None:
+        return temperature
+    if T != "auto":
+        return 1.0
+    report = choose_T_report(workdir)
+    return float(report.get("temperature", 1.0)) if sampler in (None, report.get("sampler")) else 1.0
+
+
+def choose_T_report(workdir) -> dict:
+    """RUN/choose_T.json, its view checked; one-line errors when it is missing or unreadable."""
     path = Path(workdir) / "choose_T.json"
     try:
         report = json.loads(path.read_text())
-        view, star, chosen_prior = report["view"], float(report["T_star"]), report.get("prior", "aux")
+        view = report["view"]
+        float(report["T_star"])
     except FileNotFoundError:
         raise FileNotFoundError(f"--T auto needs {path}; choose T first with `shortdiff choose-T --workdir {workdir}`") \
             from None
@@ -199,4 +217,4 @@ def chosen_T(workdir, T, prior: str = "auto"):
     if not (Path(view) / "config.json").is_file():
         raise FileNotFoundError(f"the view {view} that {path} names is gone; rerun `shortdiff choose-T --workdir "
                                 f"{workdir}` (it resumes)")
-    return view, star, chosen_prior if prior == "auto" else prior
+    return report

@@ -55,6 +55,9 @@ def parse_grid(ctx, param, value):
 @click.option("--glow-levels", type=click.IntRange(0), default=0, help="Glow squeeze levels (0: by image size).")
 @click.option("--glow-steps", type=click.IntRange(1), default=4, help="Glow flow steps per level.")
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Glow coupling-network width.")
+@click.option("--ode-fit-examples", type=click.IntRange(16), default=4096,
+              help="ode, heun, dpm2m: training images (the first this many) whose PF-ODE image the second, "
+                   "ode-target Glow at each T is fitted to.")
 @click.option("--check/--no-check", default=False,
               help="Re-apply the rule to T* and the best T on fresh draws (seed + 1) and, for bpd and elbo, the next "
                    "--num-examples test images: a held-out check of the choice.")
@@ -66,10 +69,12 @@ def parse_grid(ctx, param, value):
 @json_option
 @friendly
 def choose_T(workdir, T_grid, metric, tolerance, refine, num_examples, batch_size, elbo_draws, sampler, nfe, num_samples,
-             extractor, rtol, atol, seed, prior_steps, glow_levels, glow_steps, glow_hidden, check, checkpoint_every,
-             strategy, no_progress, as_json):
+             extractor, rtol, atol, seed, prior_steps, glow_levels, glow_steps, glow_hidden, ode_fit_examples, check,
+             checkpoint_every, strategy, no_progress, as_json):
     """The shortest T whose quality (--metric, under the prior each T's calibration chose) is within
-    --tolerance of the best searched T; its prior in RUN/views/T<T*>.
+    --tolerance of the best searched T; its prior in RUN/views/T<T*>.  For the ODE samplers (ode,
+    heun, dpm2m) each T also fits an ode-target Glow (RUN/views/T<T>-ode) and starts from the Glow,
+    temperature or p_noise that match the PF-ODE image of held-out images best.
     e.g.  shortdiff choose-T --workdir runs/c10-pretrained --metric fid --sampler heun --nfe 20"""
     cfg = checks.trained_run(workdir)
     if len(cfg["data"]["shape"]) != 3:
@@ -87,7 +92,7 @@ def choose_T(workdir, T_grid, metric, tolerance, refine, num_examples, batch_siz
                            batch_size=batch_size, elbo_draws=elbo_draws, sampler=sampler, nfe=nfe,
                            num_samples=num_samples, extractor=extractor, rtol=rtol, atol=atol, seed=seed,
                            prior_steps=prior_steps, glow_levels=glow_levels, glow_steps_per_level=glow_steps,
-                           glow_hidden=glow_hidden, checkpoint_every=checkpoint_every)
+                           glow_hidden=glow_hidden, checkpoint_every=checkpoint_every, ode_fit_examples=ode_fit_examples)
     r = search(workdir, config, log=lambda m: click.echo(m, err=True), progress=not no_progress,
                strategy=distribute.get(strategy), should_stop=should_stop(), check=check)
     report(r, as_json, summary_lines(r))
@@ -120,7 +125,7 @@ def summary_lines(r: dict) -> list:
         lines.append(f"T={p['T']:g}: {p['value']:.4f} {name}{noise} with the {p['prior']} prior, "
                      f"{p['difference']:+.4f} ± {p['difference_sem']:.4f} from the best: "
                      f"{'passes' if p['passes'] else 'fails'}"
-                     + ("" if p["calibration"]["use"] == "aux" else f" [p_noise: {p['calibration']['reason']}]"))
+                     + start_note(p))
     s = r["saving"]
     tol = f"{r['tolerance']:g} x the best" if r["tolerance_relative"] else f"{r['tolerance']:g} {unit}"
     at_max = (f"; {name} {s['value_at_T_star']:.4f} against {s['value_at_T_max']:.4f} at T = {r['T_max']:g}"
@@ -136,6 +141,19 @@ def summary_lines(r: dict) -> list:
                      f"T*={c['T_star']:g} against T={c['T_best']:g} on {c['images']} (seed {c['seed']}): "
                      f"{c['difference']:+.4f} ± {c['difference_sem']:.4f}, allowed {c['allowed']:.4f}: "
                      f"{'within the tolerance' if c['within_tolerance'] else 'NOT within the tolerance'}"))
-    return lines + [f"T* = {r['T_star']:g} (best T = {r['T_best']:g}, tolerance {tol}, prior {r['prior']}): {cost}",
+    tau = f" at temperature {r['temperature']:g}" if r.get("temperature", 1.0) != 1.0 else ""
+    return lines + [f"T* = {r['T_star']:g} (best T = {r['T_best']:g}, tolerance {tol}, prior {r['prior']}{tau}): {cost}",
                     f"wrote {r['summary']} and {r['figure']}; its prior is in {r['view']}",
-                    f"next: shortdiff sample --workdir {r['view']}" + (" --prior noise" if r["prior"] == "noise" else "")]
+                    f"next: shortdiff sample --workdir {r['run']} --T auto"
+                    + (f" --sampler {r['sampler']}" if r["sampler"] else "")]
+
+
+def start_note(p: dict) -> str:
+    """Where a T's samples or likelihoods start when it is not the sde-target Glow at temperature 1."""
+    o = p.get("ode_start")
+    if o:
+        if o["use"] == "noise":
+            return f" [p_noise: {o['reason']}]"
+        return (f" [the {o['use']}-target Glow" + (f" at temperature {o['temperature']:g}" if o["temperature"] != 1 else "")
+                + "]" if (o["use"], o["temperature"]) != ("sde", 1.0) else "")
+    return "" if p["calibration"]["use"] == "aux" else f" [p_noise: {p['calibration']['reason']}]"

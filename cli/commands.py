@@ -32,7 +32,9 @@ from cli.reports import evaluate_lines
               help="Sample from a shorter T than trained; auto: choose-T's T* and its prior  "
                    "[default: the prior's T, else the run's].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output stem (.png and .npz)  [default: RUN/samples/<every setting>].")
-@click.option("--temperature", type=FiniteFloat(0, 10, min_open=True), default=1.0, help="Scale of the prior's noise.")
+@click.option("--temperature", type=FiniteFloat(0, 10, min_open=True), default=None,
+              help="Scale of the prior's noise  [default: 1; with --T auto and choose-T's sampler, the temperature "
+                   "choose-T measured].")
 @click.option("--rtol", type=POSITIVE, default=None, help="ODE relative tolerance (ode sampler)  [default: 1e-5].")
 @click.option("--atol", type=POSITIVE, default=None, help="ODE absolute tolerance (ode sampler)  [default: 1e-5].")
 @prior_option
@@ -47,6 +49,7 @@ from cli.reports import evaluate_lines
 def sample(workdir, sampler, steps, sample_eps, num_samples, batch_size, seed, snr, T, out, temperature, rtol, atol,
            prior, precision, jit, strategy, no_progress, as_json):
     """Sample a trained run to a PNG grid and an .npz.  e.g.  shortdiff sample --workdir runs/digits-vp-T0.4"""
+    temperature = checks.chosen_temperature(workdir, T, temperature, sampler)
     workdir, T, prior = checks.chosen_T(workdir, T, prior)
     checks.run_T(checks.trained_run(workdir), T, workdir)
     checks.prior_for(workdir, prior, T)
@@ -128,12 +131,16 @@ def evaluate(workdir, dataset, data_dir, split_name, num_examples, batch_size, r
                    "[default: the prior's T, else the run's].")
 @click.option("--rtol", type=POSITIVE, default=1e-5, help="ODE relative tolerance (bpd, ode sampler).")
 @click.option("--atol", type=POSITIVE, default=1e-5, help="ODE absolute tolerance.")
+@click.option("--temperature", type=FiniteFloat(0, 10, min_open=True), default=None,
+              help="Scale of the prior's noise in every sampler  [default: 1; with --T auto, the temperature "
+                   "choose-T measured, for its sampler].")
 @prior_option
 @json_option
 @friendly(resumable=False)
-def export(workdir, out, T, rtol, atol, prior, as_json):
+def export(workdir, out, T, rtol, atol, temperature, prior, as_json):
     """One SavedModel for TF Serving with sample, bpd, log_prob, score and metadata signatures.
     e.g.  shortdiff export --workdir runs/digits-vp-T0.4"""
+    temperatures = export_temperatures(workdir, T, temperature)
     workdir, T, prior = checks.chosen_T(workdir, T, prior)
     checks.run_T(checks.trained_run(workdir), T, workdir)
     checks.prior_for(workdir, prior, T)
@@ -141,7 +148,7 @@ def export(workdir, out, T, rtol, atol, prior, as_json):
         checks.new_output(out)
     load_tensorflow()
     from shortdiff_tf.app.export import export_run
-    r = export_run(workdir, out, prior, T, rtol, atol, log=lambda m: click.echo(m, err=True))
+    r = export_run(workdir, out, prior, T, rtol, atol, log=lambda m: click.echo(m, err=True), temperatures=temperatures)
     report(r, as_json, [f"exported {workdir} (step {r['checkpoint_step']}, T={r['T']:g}, prior {r['prior']}) "
                         f"in {r['seconds']:.0f} s",
                         f"wrote {r['out']} with signatures {', '.join(r['signatures'])} and "
@@ -153,3 +160,14 @@ def register(group):
     for cmd in (train, fit_prior, sample, evaluate, export):
         group.add_command(cmd)
     return group
+
+
+def export_temperatures(workdir, T, temperature) -> dict:
+    """sampler -> temperature: ``temperature`` for every sampler; with --T auto, choose-T's for its
+    sampler; else none (1 everywhere)."""
+    if temperature is not None:
+        return {name: temperature for name in SAMPLER_CHOICES}
+    if T != "auto":
+        return {}
+    sampler = checks.choose_T_report(workdir).get("sampler")
+    return {sampler: checks.chosen_temperature(workdir, T, None)} if sampler else {}

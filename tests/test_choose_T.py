@@ -144,10 +144,10 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
     assert star["calibration"]["use"] == "noise" and star["calibration"]["nll_gain_per_dim"] < 0
     assert rep["prior"] == star["prior"] == "noise" and star["value"] == star["value_noise"]
     sample_metric = ["--num-samples", "16", "--extractor", classifier]
-    for metric, extra in (("elbo", ["--elbo-draws", "2"]), ("fid", ["--sampler", "heun", "--nfe", "5", *sample_metric]),
-                          ("kid", ["--nfe", "4", *sample_metric])):     # em, the default; other metrics reuse every fit
+    for metric, extra in (("elbo", ["--elbo-draws", "2"]), ("kid", ["--nfe", "4", *sample_metric]),
+                          ("fid", ["--sampler", "heun", "--nfe", "5", "--ode-fit-examples", "64", *sample_metric])):
         r = invoke("choose-T", "--workdir", run, *SEARCH, "--metric", metric, *extra, "--json")
-        assert r.exit_code == 0 and "fitting a Glow" not in r.output, r.output
+        assert r.exit_code == 0 and "on the sde target" not in r.output, r.output      # em (kid's default) reuses every fit
         m = json.loads(r.output.strip().splitlines()[-1])
         assert m["metric"] == metric and {p["T"] for p in m["points"]} == set(Ts) and m["T_star"] == chosen(
             {p["T"]: p for p in m["points"]})
@@ -161,19 +161,49 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
         assert m["tolerance"] == 0.02 and m["tolerance_relative"] and metric.upper() in r.output
         sampler = extra[1] if extra[0] == "--sampler" else "em"
         assert m["sampler"] == sampler and f"{sampler} takes {m['saving']['nfe_at_T_star']} network evaluations" in r.output
-        if "--nfe" in extra:
-            budget = int(extra[extra.index("--nfe") + 1])
-            assert all(p["nfe"] <= budget for p in m["points"]) and m["saving"]["nfe_at_T_star"] <= budget
+        budget = int(extra[extra.index("--nfe") + 1])
+        assert all(p["nfe"] <= budget for p in m["points"]) and m["saving"]["nfe_at_T_star"] <= budget
+        assert ("on the ode target" in r.output) == (sampler == "heun")
+        if sampler == "heun":                     # the ode-target Glow starts from the sde-target one at its T
+            assert f"warm start from {run / 'views' / 'T0.2' / 'prior' / 'checkpoints'}" in r.output
+    check_the_ode_samplers_start(run, m, Ts)
     r = invoke("sample", "--workdir", run, "--T", "auto", "--num-samples", "2", "--steps", "2", "--json")
-    rep = json.loads(r.output.strip().splitlines()[-1])                                    # T*, its view and prior
-    assert r.exit_code == 0 and rep["T"] == 0.2 and rep["prior"] == "noise" and "views/T0.2" in rep["npz"], r.output
-    r = invoke("sample", "--workdir", run, "--T", "auto", "--prior", "aux", "--num-samples", "2", "--steps", "2", "--json")
-    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["prior"] == "aux:glow", r.output
+    rep = json.loads(r.output.strip().splitlines()[-1])                  # T*, its view and prior; em: temperature 1
+    assert r.exit_code == 0 and (rep["T"], rep["prior"] == "noise", rep["temperature"]) == (
+        m["T_star"], m["prior"] == "noise", 1.0) and m["view"] in rep["npz"], r.output
+    r = invoke("sample", "--workdir", run, "--T", "auto", "--sampler", "heun", "--num-samples", "2", "--steps", "2",
+               "--json")                                                                # heun: choose-T's temperature
+    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["temperature"] == m["temperature"], r.output
+    r = invoke("sample", "--workdir", run, "--T", "auto", "--prior", "aux", "--temperature", "0.5", "--num-samples", "2",
+               "--steps", "2", "--json")
+    rep = json.loads(r.output.strip().splitlines()[-1])
+    assert r.exit_code == 0 and rep["prior"] == "aux:glow" and rep["temperature"] == 0.5, r.output
     r = invoke("evaluate", "--workdir", run, "--T", "auto", "--num-examples", "2", "--batch-size", "2", "--rtol", "1e-2",
                "--atol", "1e-2", "--elbo-draws", "1", "--no-progress", "--json")
-    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["T"] == 0.2, r.output
+    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["T"] == m["T_star"], r.output
     r = invoke("export", "--workdir", run, "--T", "auto", "--out", tmp_path / "model", "--json")
-    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["T"] == 0.2, r.output
+    rep = json.loads(r.output.strip().splitlines()[-1])
+    assert r.exit_code == 0 and rep["T"] == m["T_star"], r.output
+    assert rep["temperature"] == {"em": 1.0, "pc": 1.0, "ode": 1.0, "heun": m["temperature"], "dpm2m": 1.0}
+
+
+def check_the_ode_samplers_start(run, m, Ts):
+    """heun's report: at every T an ode-target Glow on the first 64 training images, warm-started
+    from the sde-target Glow at the same T, and the start its calibration chose (view, prior,
+    temperature) is the one sampled from."""
+    from shortdiff_tf.calibration import TEMPERATURES
+    for p in m["points"]:
+        o, T = p["ode_start"], p["T"]
+        ode_view = run / "views" / f"T{T:g}-ode"
+        pcfg = json.loads((ode_view / "prior" / "config.json").read_text())
+        assert (pcfg["target"], pcfg["T"], pcfg["num_fit_samples"]) == ("ode", T, 64)
+        assert o["use"] in ("sde", "ode", "noise") and set(o) >= {"sde_glow", "ode_glow", "reason"}
+        assert p["view"] == str(ode_view if o["use"] == "ode" else run / "views" / f"T{T:g}")
+        assert p["prior"] == ("noise" if o["use"] == "noise" else "aux") and o["temperature"] == p["temperature"]
+        assert p["temperature"] in TEMPERATURES and (o["use"] != "noise" or p["temperature"] == 1.0)
+        for name in ("sde", "ode"):                 # a Glow is used only when it passes its calibration
+            assert o["use"] != name or o[f"{name}_glow"]["use"] == "aux"
+    assert m["view"] == {p["T"]: p for p in m["points"]}[m["T_star"]]["view"] and set(Ts) == {p["T"] for p in m["points"]}
 
 
 def test_T_auto_before_choose_T_says_how_to_get_it(glow_run):
@@ -233,3 +263,23 @@ def test_the_library_config_refuses_a_sample_metric_without_an_extractor_and_an_
     with pytest.raises(ValueError, match="unknown metric 'fld'"):
         ChooseTConfig(metric="fld")
     assert ChooseTConfig(metric="kid", extractor="c.keras").tol == 0.02 and ChooseTConfig().tol == 0.01
+
+
+def test_the_temperature_of_sample_and_export_follows_choose_T_only_for_its_sampler_unless_given(tmp_path):
+    from cli import checks
+    from cli.commands import export_temperatures
+    view = tmp_path / "views" / "T0.3-ode"
+    view.mkdir(parents=True)
+    (view / "config.json").write_text("{}")
+    (tmp_path / "choose_T.json").write_text(json.dumps({"view": str(view), "T_star": 0.3, "prior": "aux",
+                                                         "sampler": "heun", "temperature": 0.9}))
+    assert checks.chosen_temperature(tmp_path, "auto", None, "heun") == 0.9
+    assert checks.chosen_temperature(tmp_path, "auto", None, "em") == 1.0          # measured for heun only
+    assert checks.chosen_temperature(tmp_path, "auto", 0.7, "heun") == 0.7          # given: it wins
+    assert checks.chosen_temperature(tmp_path, 0.3, None, "heun") == 1.0
+    assert export_temperatures(tmp_path, "auto", None) == {"heun": 0.9}
+    assert export_temperatures(tmp_path, 0.3, 0.8) == {n: 0.8 for n in ("em", "pc", "ode", "heun", "dpm2m")}
+    assert export_temperatures(tmp_path, None, None) == {}
+    assert checks.chosen_T(tmp_path, "auto") == (str(view), 0.3, "aux")
+    r = invoke("export", "--workdir", tmp_path, "--temperature", "0")
+    assert r.exit_code != 0 and "--temperature" in r.output and "Traceback" not in r.output, r.output

@@ -34,7 +34,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import tensorflow as tf
 
@@ -60,7 +60,8 @@ NOINLINE = {"_noinline": True}
 class ServingModule(tf.Module):
     """The score network, the prior at T and the samplers/likelihood as graph functions."""
 
-    def __init__(self, run: Run, prior, prior_name: str, T: float, rtol: float, atol: float):
+    def __init__(self, run: Run, prior, prior_name: str, T: float, rtol: float, atol: float,
+                 temperatures: Optional[Dict[str, float]] = None):
         super().__init__(name="shortdiff")
         sde = run.sde(T)
         # one traced score graph that every sampler and the likelihood call (a small SavedModel)
@@ -72,9 +73,11 @@ class ServingModule(tf.Module):
         self._eps, self._T = sde.eps, sde.T
         self._score_fn = score_fn
         prior = SharedPrior(prior, self._shape)
-        self._samplers = tuple(samplers.Sampler(sde, score_fn, prior, samplers.preset(n)) for n in SAMPLERS)
+        temperatures = temperatures or {}
+        self._samplers = tuple(samplers.Sampler(sde, score_fn, prior, samplers.preset(n, temperature=temperatures.get(n, 1.0)))
+                               for n in SAMPLERS)
         self._estimator = likelihood.LikelihoodEstimator(sde, score_fn, prior, rtol, atol, "hutchinson")
-        self._metadata = json.dumps(metadata(run, prior_name, sde, rtol, atol), sort_keys=True)
+        self._metadata = json.dumps(metadata(run, prior_name, sde, rtol, atol, temperatures), sort_keys=True)
 
     def signatures(self) -> dict:
         x_spec = tf.TensorSpec((None,) + self._shape, tf.float32, name="x")
@@ -192,7 +195,7 @@ def _checked(value, shape, name):
     return tf.ensure_shape(value, shape, name=f"check_{name}")
 
 
-def metadata(run: Run, prior_name: str, sde, rtol: float, atol: float) -> dict:
+def metadata(run: Run, prior_name: str, sde, rtol: float, atol: float, temperatures=None) -> dict:
     import importlib.metadata as im
     versions = {}
     for pkg in ("shortdiff", "tensorflow", "tensorflow-probability", "keras"):
@@ -205,7 +208,8 @@ def metadata(run: Run, prior_name: str, sde, rtol: float, atol: float) -> dict:
             "prior": prior_name, "prior_config": json.loads(prior_cfg.read_text()) if prior_name != "noise" else None,
             "bpd": {"rtol": rtol, "atol": atol, "divergence": "hutchinson", "probe": "rademacher",
                     "data_range": pixels.RANGE, "offset": bits.dequantization_offset(pixels.RANGE)},
-            "samplers": list(SAMPLERS), "checkpoint_step": run.step, "run_config": json.loads(run.cfg.to_json()),
+            "samplers": list(SAMPLERS), "temperature": {n: (temperatures or {}).get(n, 1.0) for n in SAMPLERS},
+            "checkpoint_step": run.step, "run_config": json.loads(run.cfg.to_json()),
             "run_dir": str(run.run_dir), "exported": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions}
 
 
@@ -240,16 +244,18 @@ def remove_stale_partials(parent: Path) -> list:
 
 
 def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optional[float] = None,
-               rtol: float = 1e-5, atol: float = 1e-5, log=lambda *_: None) -> dict:
+               rtol: float = 1e-5, atol: float = 1e-5, log=lambda *_: None,
+               temperatures: Optional[Dict[str, float]] = None) -> dict:
     """Write the SavedModel to ``out`` (or the next version under saved_models/NAME); nothing is
-    left behind when it fails, and an existing directory is never overwritten."""
+    left behind when it fails, and an existing directory is never overwritten.  ``temperatures``:
+    the prior's sampling temperature per sampler (default 1), in the metadata too."""
     run = load_run(run_dir)
     out = Path(out) if out else default_out(run_dir)
     if out.exists():
         raise FileExistsError(f"{out} already exists; pass another --out or remove it first")
     prior_obj, T, prior_name = resolve_prior(run, prior, T)
     start = time.perf_counter()
-    module = ServingModule(run, prior_obj, prior_name, T, rtol, atol)
+    module = ServingModule(run, prior_obj, prior_name, T, rtol, atol, temperatures)
     log(f"tracing the signatures (sample with {', '.join(SAMPLERS)}; log_prob, bpd, score, metadata)")
     sigs = module.signatures()
     log(f"writing the SavedModel ({time.perf_counter() - start:.0f} s so far)")
@@ -271,4 +277,5 @@ def export_run(run_dir, out: Optional[str] = None, prior: str = "auto", T: Optio
             shutil.rmtree(tmp, ignore_errors=True)
     tmp.with_name(tmp.name + ".lock").unlink(missing_ok=True)
     return {"out": str(out), "signatures": sorted(sigs), "warmup_requests": len(requests), "prior": prior_name,
+            "temperature": {n: (temperatures or {}).get(n, 1.0) for n in SAMPLERS},
             "T": T, "checkpoint_step": run.step, "seconds": time.perf_counter() - start}

@@ -3,7 +3,9 @@ indistinguishable from the best searched T, for a stated metric (``choose_metric
 bits/dim, the ELBO's bound L_phi, FID or KID of a sampler at a budget), for a run trained at T_max
 (an imported pretrained run too).  The score model is reused on [eps, T] for every T (the paper's
 "varying T"); only a Glow nu_phi is fitted at each T, and its calibration on held-out x_T
-(``calibration``) decides whether T is scored with nu_phi or with p_noise.
+(``calibration``) decides whether T is scored with nu_phi or with p_noise.  For the ODE samplers
+an ode-target Glow is fitted too, and the start is chosen on the PF-ODE image of held-out images
+(``choose_ode_start``).
 
 Rule.  For bits/dim and the ELBO every T is scored on the same test images with seeds that do not
 depend on T, so per-image values are paired across T.  With b_T(i) the value of image i at T and
@@ -63,6 +65,7 @@ class ChooseTConfig:
     glow_steps_per_level: int = 4
     glow_hidden: int = 64
     checkpoint_every: int = 100             # Glow steps between checkpoints (does not change the fit)
+    ode_fit_examples: int = 4096            # ODE samplers: training images the ode-target Glow is fitted on
 
     def __post_init__(self):
         if self.metric not in metrics.METRICS:
@@ -127,7 +130,14 @@ def _point_row(cfg: ChooseTConfig, p: dict, v: dict) -> dict:
     row = {**{k: p.get(k) for k in ("T", "view", "warm_start_from", "prior_nll_per_dim", "prior_seconds")}, **v,
            "prior": entry.get("prior", prior), "calibration": {k: c[k] for k in ("use", "reason", "nll_gain_per_dim",
                                                                                 "nll_gain_sem", "sliced_w2")},
-           "em_nfe": int(round(1000 * p["T"]))}
+           "em_nfe": int(round(1000 * p["T"])), "view": entry.get("view", p["view"]),
+           "temperature": entry.get("temperature", 1.0)}
+    if "ode_start" in p and "view" in entry:                  # an ODE sampler's start (choose_ode_start)
+        o = p["ode_start"]
+        row["ode_start"] = {"use": o["use"], "reason": o["reason"], "temperature": o["temperature"],
+                            **{f"{k}_glow": {"use": c["use"], "nll_gain_per_dim": c["nll_gain_per_dim"],
+                                             "nll_gain_sem": c["nll_gain_sem"], "sliced_w2": c["sliced_w2"]}
+                               for k, c in o["calibrations"].items()}}
     if cfg.metric in metrics.PAIRED:
         noise = np.asarray(entry["noise"], np.float64)
         mine = np.asarray(entry[prior], np.float64)
@@ -172,7 +182,8 @@ def _report(run_dir: Path, cfg: ChooseTConfig, done: Dict[float, dict], T_max: f
               "sampler": cfg.sampler if cfg.metric not in metrics.PAIRED else None, "nfe": cfg.nfe,
               "rule": f"T passes when mean(m_T - m_best) - {Z_ONE_SIDED_5} SE <= {tol} ({pairing}); "
                       f"T* = the smallest passing T",
-              "view": at[star]["view"], "prior": at[star]["prior"], "points": points,
+              "view": at[star]["view"], "prior": at[star]["prior"], "temperature": at[star]["temperature"],
+              "points": points,
               "num_examples": cfg.num_examples, "saving": _saving(cfg, at, star, T_max),
               **({"held_out_check": checked} if checked else {})}
     report["figure"] = figure(report, run_dir / "choose_T.png")

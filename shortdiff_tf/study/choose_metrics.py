@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -83,19 +84,22 @@ def elbo(view, T: float, cfg, log=print, strategy=None) -> dict:
         "seconds_per_example": (time.perf_counter() - start) / len(x)}
 
 
-def samples_quality(view, T: float, cfg, prior: str, extractor, reference, log=print, strategy=None) -> dict:
+def samples_quality(view, T: float, cfg, prior: str, extractor, reference, log=print, strategy=None,
+                    temperature: float = 1.0) -> dict:
     """fid and kid: ``cfg.num_samples`` samples of ``cfg.sampler`` (``cfg.nfe`` evaluations, or its
-    default budget) from ``prior``, scored against ``reference()`` features."""
+    default budget) from ``view``'s ``prior`` at ``temperature``, scored against ``reference()`` features."""
     run = load_run(view)
     steps = samplers.steps_for_nfe(cfg.sampler, cfg.nfe) if cfg.nfe else None
     log(f"T={T:g}: {cfg.num_samples} samples with {cfg.sampler}{f' at {cfg.nfe} NFE' if cfg.nfe else ''} "
-        f"from the {prior} prior for FID/KID")
+        f"from the {prior} prior of {Path(view).name}{f' at temperature {temperature:g}' if temperature != 1 else ''} "
+        f"for FID/KID")
     s = sample.draw(run, sampler=cfg.sampler, steps=steps, num_samples=cfg.num_samples, seed=(cfg.seed, 1),
-                    prior=prior, T=T, strategy=strategy)
+                    prior=prior, T=T, temperature=temperature, strategy=strategy)
     feats = quality.features(extractor, pixels.to_uint8(s.x), strategy=strategy)
     ref = reference()
     fid, kid = bootstrap(feats, ref, cfg.seed)
-    return {"prior": prior, "fid": quality.fid_from_features(feats, ref), "fid_sem": fid,
+    return {"prior": prior, "view": str(view), "temperature": temperature,
+            "fid": quality.fid_from_features(feats, ref), "fid_sem": fid,
             "kid": quality.kernel_distance(feats, ref)[0], "kid_sem": kid, "nfe": s.report["nfe"],
             "seconds_per_sample": s.report["seconds"] / cfg.num_samples, "num_samples": cfg.num_samples,
             "extractor": cfg.extractor_name}

@@ -18,7 +18,7 @@ from shortdiff_tf.app.fit_prior import fit_prior
 from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.files import atomic_write_json, read_json
 from shortdiff_tf.preemption import never
-from shortdiff_tf.study import choose_metrics as metrics
+from shortdiff_tf.study import choose_metrics as metrics, choose_ode_start as ode_start
 from shortdiff_tf.study.choose_rule import Z_ONE_SIDED_5
 from shortdiff_tf.study.images import make_view
 
@@ -57,6 +57,8 @@ class Measurer:
         if "calibration" not in point:                 # a point fitted before calibrations were kept
             point["calibration"] = self._calibrate(view, T)
             atomic_write_json(path, point)
+        if ode_start.applies(self.cfg):
+            self._ode_start(view, T, point, path)
         k = metrics.key(self.cfg.metric, self.cfg)
         if k not in point.setdefault("metrics", {}):
             point["metrics"][k] = self._metric(view, T, point)
@@ -73,15 +75,34 @@ class Measurer:
 
     def _fit(self, view: Path, T: float, done: Dict[float, dict]) -> dict:
         """A Glow at T warm-started from the nearest done T; its calibration on held-out x_T."""
-        cfg, warm = self.cfg, _warm_start(done, T)
-        pcfg = PriorConfig(kind="glow", T=T, steps=cfg.prior_steps, levels=cfg.glow_levels,
-                           steps_per_level=cfg.glow_steps_per_level, hidden=cfg.glow_hidden, seed=cfg.seed,
-                           checkpoint_every=cfg.checkpoint_every)
+        warm = _warm_start(done, T)
         start = time.perf_counter()
-        fit = fit_prior(view, pcfg, progress=self.progress, log=self.log, should_stop=self.should_stop,
+        fit = fit_prior(view, self._prior_config(T), progress=self.progress, log=self.log, should_stop=self.should_stop,
                         warm_start=warm[1] if warm else None)
         return {"warm_start_from": warm[0] if warm else None, "prior_nll_per_dim": fit.get("nll_per_dim"),
                 "prior_seconds": time.perf_counter() - start, "calibration": fit["calibration"]}
+
+    def _ode_start(self, view: Path, T: float, point: dict, path: Path) -> None:
+        """The ode-target Glow at T and the ODE samplers' start (``choose_ode_start``), each stored."""
+        examples = self.cfg.ode_fit_examples
+        if "ode_fit" in point and point["ode_fit"]["examples"] != examples:
+            raise ValueError(f"{path}: the ode-target Glow at T={T:g} was fitted on {point['ode_fit']['examples']} "
+                             f"examples; rerun with --ode-fit-examples {point['ode_fit']['examples']} or delete "
+                             f"{point['ode_fit']['view']} and its entries in {path}")
+        if "ode_fit" not in point:
+            point["ode_fit"] = ode_start.fit_ode_prior(self.run_dir, view, self._prior_config(T), examples, self.log,
+                                                       self.progress, self.should_stop)
+            atomic_write_json(path, point)
+        if "ode_start" not in point:
+            point["ode_start"] = ode_start.choose_start(view, Path(point["ode_fit"]["view"]), T, self.log,
+                                                        self.cfg.rtol, self.cfg.atol)
+            atomic_write_json(path, point)
+
+    def _prior_config(self, T: float) -> PriorConfig:
+        cfg = self.cfg
+        return PriorConfig(kind="glow", T=T, steps=cfg.prior_steps, levels=cfg.glow_levels,
+                           steps_per_level=cfg.glow_steps_per_level, hidden=cfg.glow_hidden, seed=cfg.seed,
+                           checkpoint_every=cfg.checkpoint_every)
 
     def _calibrate(self, view: Path, T: float) -> dict:
         from shortdiff_tf.app.fit_prior import calibrate_fitted
@@ -96,8 +117,10 @@ class Measurer:
             return metrics.likelihood(view, T, cfg, self.log, self.progress, self.strategy, self.should_stop)
         if cfg.metric == "elbo":
             return metrics.elbo(view, T, cfg, self.log, self.strategy)
-        return metrics.samples_quality(view, T, cfg, point["calibration"]["use"], self.extractor, self.reference,
-                                       self.log, self.strategy)
+        start = point.get("ode_start") if ode_start.applies(cfg) else None
+        start = start or {"view": str(view), "prior": point["calibration"]["use"], "temperature": 1.0}
+        return metrics.samples_quality(Path(start["view"]), T, cfg, start["prior"], self.extractor, self.reference,
+                                       self.log, self.strategy, start["temperature"])
 
     def held_out(self, T: float, point: dict) -> dict:
         """The metric at T on fresh draws (seed + 1) and, for bpd and elbo, the next

@@ -32,10 +32,10 @@ from shortdiff_tf.study.config import StudyConfig
 POINT_FILE = "study_point.json"
 
 
-def make_view(run_dir, study_dir, T: float) -> Path:
-    """STUDY/views/T<T> with RUN's config and a link to RUN's checkpoints (created once)."""
+def make_view(run_dir, study_dir, T: float, suffix: str = "") -> Path:
+    """STUDY/views/T<T><suffix> with RUN's config and a link to RUN's checkpoints (created once)."""
     run_dir = Path(run_dir).resolve()
-    view = Path(study_dir) / "views" / f"T{T:g}"
+    view = Path(study_dir) / "views" / f"T{T:g}{suffix}"
     if not (view / "config.json").exists():
         view.mkdir(parents=True, exist_ok=True)
         link = checkpoints.checkpoint_dir(view)
