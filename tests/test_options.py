@@ -72,7 +72,7 @@ RUNS = [
     ("evaluate", ["--workdir", "{toy}", "--prior", "auto", "--num-examples", "2", "--no-progress", "--precision", "bf16",
                   "--jit", "--json"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x1", "--prior", "auto", "--rtol", "1e-3", "--atol", "1e-3",
-                "--json"]),
+                "--temperature", "0.9", "--json"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x2", "--prior", "noise", "--T", "0.5"]),
     ("export", ["--workdir", "{toy}", "--out", "{tmp}/x3", "--prior", "aux"]),
 ]
@@ -232,6 +232,9 @@ def check(command: str, args: list, output: str, tmp):
         assert report["kind"] == kind and ("effective_components" in report) == (kind == "dpgmm")
     if command == "export":
         assert (tmp / opts["--out"].rsplit("/", 1)[1] / "saved_model.pb").exists()
+        if report:                                                 # every sampler's signature at that temperature
+            tau = float(opts.get("--temperature", 1.0))
+            assert report["temperature"] == {n: tau for n in ("em", "pc", "ode", "heun", "dpm2m")}
     if command == "import":
         cfg = json.loads((tmp / "new" / "config.json").read_text())
         assert cfg["sde"]["T"] == 1.0 and cfg["data"]["shape"] == [16, 16, 3] and (tmp / "new" / "import.json").exists()
