@@ -55,9 +55,9 @@ def parse_grid(ctx, param, value):
 @click.option("--glow-levels", type=click.IntRange(0), default=0, help="Glow squeeze levels (0: by image size).")
 @click.option("--glow-steps", type=click.IntRange(1), default=4, help="Glow flow steps per level.")
 @click.option("--glow-hidden", type=click.IntRange(1), default=64, help="Glow coupling-network width.")
-@click.option("--ode-fit-examples", type=click.IntRange(16), default=4096,
+@click.option("--ode-fit-examples", type=click.IntRange(64), default=4096,
               help="ode, heun, dpm2m: training images (the first this many) whose PF-ODE image the second, "
-                   "ode-target Glow at each T is fitted to.")
+                   "ode-target Glow at each T is fitted to (at least its batch of 64).")
 @click.option("--check/--no-check", default=False,
               help="Re-apply the rule to T* and the best T on fresh draws (seed + 1) and, for bpd and elbo, the next "
                    "--num-examples test images: a held-out check of the choice.")

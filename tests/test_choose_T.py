@@ -146,10 +146,10 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
     sample_metric = ["--num-samples", "16", "--extractor", classifier]
     for metric, extra in (("elbo", ["--elbo-draws", "2"]), ("kid", ["--nfe", "4", *sample_metric]),
                           ("fid", ["--sampler", "heun", "--nfe", "5", "--ode-fit-examples", "64", *sample_metric])):
-        r = invoke("choose-T", "--workdir", run, *SEARCH, "--metric", metric, *extra, "--json")
+        r = invoke("choose-T", "--workdir", run, *SEARCH, "--refine", "0", "--metric", metric, *extra, "--json")
         assert r.exit_code == 0 and "on the sde target" not in r.output, r.output      # em (kid's default) reuses every fit
         m = json.loads(r.output.strip().splitlines()[-1])
-        assert m["metric"] == metric and {p["T"] for p in m["points"]} == set(Ts) and m["T_star"] == chosen(
+        assert m["metric"] == metric and {p["T"] for p in m["points"]} == {0.2, 0.4} and m["T_star"] == chosen(
             {p["T"]: p for p in m["points"]})
         for p in m["points"]:
             assert np.isfinite(p["value"]) and p["value_sem"] >= 0 and p["passes"] == (
@@ -166,7 +166,7 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
         assert ("on the ode target" in r.output) == (sampler == "heun")
         if sampler == "heun":                     # the ode-target Glow starts from the sde-target one at its T
             assert f"warm start from {run / 'views' / 'T0.2' / 'prior' / 'checkpoints'}" in r.output
-    check_the_ode_samplers_start(run, m, Ts)
+    check_the_ode_samplers_start(run, m)
     r = invoke("sample", "--workdir", run, "--T", "auto", "--num-samples", "2", "--steps", "2", "--json")
     rep = json.loads(r.output.strip().splitlines()[-1])                  # T*, its view and prior; em: temperature 1
     assert r.exit_code == 0 and (rep["T"], rep["prior"] == "noise", rep["temperature"]) == (
@@ -187,7 +187,7 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
     assert rep["temperature"] == {"em": 1.0, "pc": 1.0, "ode": 1.0, "heun": m["temperature"], "dpm2m": 1.0}
 
 
-def check_the_ode_samplers_start(run, m, Ts):
+def check_the_ode_samplers_start(run, m):
     """heun's report: at every T an ode-target Glow on the first 64 training images, warm-started
     from the sde-target Glow at the same T, and the start its calibration chose (view, prior,
     temperature) is the one sampled from."""
@@ -203,7 +203,7 @@ def check_the_ode_samplers_start(run, m, Ts):
         assert p["temperature"] in TEMPERATURES and (o["use"] != "noise" or p["temperature"] == 1.0)
         for name in ("sde", "ode"):                 # a Glow is used only when it passes its calibration
             assert o["use"] != name or o[f"{name}_glow"]["use"] == "aux"
-    assert m["view"] == {p["T"]: p for p in m["points"]}[m["T_star"]]["view"] and set(Ts) == {p["T"] for p in m["points"]}
+    assert m["view"] == {p["T"]: p for p in m["points"]}[m["T_star"]]["view"]
 
 
 def test_T_auto_before_choose_T_says_how_to_get_it(glow_run):
