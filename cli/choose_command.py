@@ -8,7 +8,7 @@ import click
 
 from cli import checks
 from cli.errors import friendly, should_stop
-from cli.options import ONE_MACHINE_STRATEGIES, POSITIVE, json_option, report
+from cli.options import ONE_MACHINE_STRATEGIES, POSITIVE, FiniteFloat, json_option, report
 from cli.quiet import load_tensorflow
 
 
@@ -65,12 +65,20 @@ def parse_grid(ctx, param, value):
               help="Glow steps between checkpoints of each fit (a killed search resumes from the last).")
 @click.option("--strategy", type=click.Choice(ONE_MACHINE_STRATEGIES), default="auto",
               help="Split each likelihood batch over the replicas.")
+@click.option("--method", type=click.Choice(["search", "ascent"]), default="search",
+              help="search: the rule on a grid refined by bisection; ascent: T as a trainable scalar ascending the "
+                   "ELBO L_phi jointly with a Glow (the paper's App. H): --prior-steps steps of --batch-size images "
+                   "from --T-init, one device.")
+@click.option("--T-init", "T_init", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
+              help="ascent: where T starts  [default: T_max / 2].")
+@click.option("--lr-T", "lr_T", type=POSITIVE, default=0.01,
+              help="ascent: Adam's learning rate for u, T = eps + (T_max - eps) sigmoid(u).")
 @click.option("--no-progress", is_flag=True, help="No progress lines.")
 @json_option
 @friendly
 def choose_T(workdir, T_grid, metric, tolerance, refine, num_examples, batch_size, elbo_draws, sampler, nfe, num_samples,
              extractor, rtol, atol, seed, prior_steps, glow_levels, glow_steps, glow_hidden, ode_fit_examples, check,
-             checkpoint_every, strategy, no_progress, as_json):
+             checkpoint_every, strategy, method, T_init, lr_T, no_progress, as_json):
     """The shortest T whose quality (--metric, under the prior each T's calibration chose) is within
     --tolerance of the best searched T; its prior in RUN/views/T<T*>.  For the ODE samplers (ode,
     heun, dpm2m) each T also fits an ode-target Glow (RUN/views/T<T>-ode) and starts from the Glow,
@@ -82,6 +90,12 @@ def choose_T(workdir, T_grid, metric, tolerance, refine, num_examples, batch_siz
                          f"(for toy data use `shortdiff study`)")
     for T in T_grid:
         checks.run_T(cfg, T, workdir)
+    if method == "ascent":
+        if T_init is not None and T_init >= cfg["sde"]["T"]:
+            raise click.UsageError(f"--T-init {T_init:g}: start below the run's T_max = {cfg['sde']['T']:g}")
+        return ascent(workdir, dict(T_init=T_init, steps=prior_steps, batch_size=batch_size, lr_T=lr_T, seed=seed,
+                                    glow_levels=glow_levels, glow_steps_per_level=glow_steps, glow_hidden=glow_hidden,
+                                    checkpoint_every=checkpoint_every), as_json)
     if metric in ("fid", "kid"):
         extractor = sample_metric_checks(cfg, metric, sampler, nfe, extractor)
     checks.writable_dir(Path(workdir) / "views")
@@ -96,6 +110,21 @@ def choose_T(workdir, T_grid, metric, tolerance, refine, num_examples, batch_siz
     r = search(workdir, config, log=lambda m: click.echo(m, err=True), progress=not no_progress,
                strategy=distribute.get(strategy), should_stop=should_stop(), check=check)
     report(r, as_json, summary_lines(r))
+
+
+def ascent(workdir, settings: dict, as_json) -> None:
+    """``--method ascent`` (``study/choose_ascent.py``): T* by ascent, beside the search's when there is one."""
+    checks.writable_dir(Path(workdir) / "views")
+    load_tensorflow()
+    from shortdiff_tf.study.choose_ascent import AscentConfig, ascend
+    r = ascend(workdir, AscentConfig(**settings), log=lambda m: click.echo(m, err=True), should_stop=should_stop())
+    s = r["search"]
+    lines = [f"T* by ascent = {r['T_star']:.4f} ± {r['T_star_std']:.4f} (the mean and spread of T over the last quarter of "
+             f"{r['steps']} steps from T = {r['T_init']:g}; T ended at {r['T_end']:g})",
+             f"the search's T* = {s['T_star']:g} ({s['metric']})" if s else
+             f"no search to compare with: `shortdiff choose-T --workdir {workdir}`",
+             f"wrote {r['summary']}; the Glow where T ended is in {r['view']} (calibration: use {r['calibration']['use']})"]
+    report(r, as_json, lines)
 
 
 def sample_metric_checks(cfg: dict, metric: str, sampler: str, nfe, extractor):

@@ -187,16 +187,16 @@ def prior_terms(draws: Draws, priors: Dict[str, object], dtype=tf.float32, refer
     for name, p in priors.items():
         if name in closed:
             continue
-        logp = _draw_log_prob(p, draws.x_T, dtype)
+        logp = draw_log_prob(p, draws.x_T, dtype)
         if reference is None:
             out[name] = tf.reduce_mean(logp, 0)
         else:
-            logp_ref = _draw_log_prob(priors[reference], draws.x_T, tf.float64)
+            logp_ref = draw_log_prob(priors[reference], draws.x_T, tf.float64)
             out[name] = closed[reference] + tf.reduce_mean(logp - logp_ref, 0)
     return out
 
 
-def _draw_log_prob(prior, x_T, dtype):
+def draw_log_prob(prior, x_T, dtype):
     """log prior(x_T^k) [K, B] of the draws x_T [K, B, ...], scored in ``dtype``."""
     k, flat = tf.shape(x_T)[0], tf.reshape(x_T, tf.concat([[-1], tf.shape(x_T)[2:]], 0))
     return tf.reshape(tf.cast(prior.log_prob(tf.cast(flat, dtype)), tf.float64), [k, -1])
