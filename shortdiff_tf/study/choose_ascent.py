@@ -121,9 +121,9 @@ class _State:
             self._warm_start(run_dir, T_init, log)
 
     def _warm_start(self, run_dir: Path, T_init: float, log) -> None:
-        fitted = [(abs(store.load_config(v).T - T_init), v) for v in (run_dir / "views").glob("T*")
-                  if not v.name.endswith("-ascent") and store.load_config(v) is not None] \
-            if (run_dir / "views").is_dir() else []
+        views = [v for v in (run_dir / "views").glob("T*") if not v.name.endswith(("-ascent", "-ode"))]
+        fitted = [(abs(pcfg.T - T_init), v) for v in views for pcfg in [store.load_config(v)]
+                  if pcfg is not None and pcfg.kind == "glow" and pcfg.target == "sde"]
         for _, view in sorted(fitted):
             ckpt = checkpoints.newest_complete(store.prior_dir(view) / "checkpoints")
             if ckpt:
