@@ -30,6 +30,7 @@ from shortdiff_tf.preemption import never
 
 METRICS = ("bpd", "elbo", "fid", "kid")
 PAIRED = ("bpd", "elbo")
+ODE_SAMPLERS = ("ode", "heun", "dpm2m")          # the PF-ODE's solvers: they start where choose_ode_start says
 BOOTSTRAP = 100                       # resamples for the FID/KID standard error
 
 
@@ -44,7 +45,8 @@ def key(metric: str, cfg) -> str:
         return f"bpd:n={cfg.num_examples}:rtol={cfg.rtol:g}:atol={cfg.atol:g}"
     if metric == "elbo":
         return f"elbo:n={cfg.num_examples}:draws={cfg.elbo_draws}"
-    return f"samples:{cfg.sampler}:nfe={cfg.nfe or 'default'}:n={cfg.num_samples}:{cfg.extractor_name}"
+    start = ":start=ode" if cfg.sampler in ODE_SAMPLERS else ""          # choose_ode_start's start
+    return f"samples:{cfg.sampler}:nfe={cfg.nfe or 'default'}:n={cfg.num_samples}:{cfg.extractor_name}{start}"
 
 
 def likelihood(view, T: float, cfg, log=print, progress=False, strategy=None, should_stop=never) -> dict:

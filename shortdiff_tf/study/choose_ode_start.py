@@ -28,15 +28,15 @@ from shortdiff_tf.config import PriorConfig
 from shortdiff_tf.files import atomic_write_json
 from shortdiff_tf.prior_fit import store
 from shortdiff_tf.preemption import never
+from shortdiff_tf.study.choose_metrics import ODE_SAMPLERS, PAIRED
 from shortdiff_tf.study.images import make_view
 
-ODE_SAMPLERS = ("ode", "heun", "dpm2m")
 SUFFIX = "-ode"
 
 
 def applies(cfg) -> bool:
     """A sample metric of an ODE sampler."""
-    return cfg.metric in ("fid", "kid") and cfg.sampler in ODE_SAMPLERS
+    return cfg.metric not in PAIRED and cfg.sampler in ODE_SAMPLERS
 
 
 def fit_ode_prior(run_dir, view: Path, pcfg: PriorConfig, examples: int, log=print, progress=False,
