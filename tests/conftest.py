@@ -59,3 +59,12 @@ def glow_run(tmp_path_factory):
                "--batch-size", "16", "--no-progress", "--json")
     assert r.exit_code == 0, r.output
     return run, json.loads(r.output.strip().splitlines()[-1])
+
+
+def pytest_collection_modifyitems(items):
+    """The files marked ``long`` (each takes half a minute or more on two cores) first, the rest in
+    file order: pytest-xdist (``--dist loadfile``, without its reordering by test count, see
+    pyproject.toml) hands files out in this order, so no long file starts last and the two workers
+    end together.  The order is the same in every worker, as xdist requires."""
+    first = {item.path for item in items if item.get_closest_marker("long")}
+    items.sort(key=lambda item: item.path not in first)          # stable: keeps each file's own order

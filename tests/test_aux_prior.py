@@ -15,6 +15,8 @@ from shortdiff_tf.prior_fit import mixtures, store, targets
 from shortdiff_tf.priors.glow import GlowPrior
 from tests.conftest import make_sde, two_replicas
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 
 def randomized_glow(shape=(4, 4, 3), levels=1, steps=2):
     prior = GlowPrior(shape, levels=levels, steps_per_level=steps, hidden=8)

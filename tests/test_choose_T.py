@@ -12,6 +12,8 @@ from cli.main import cli
 from shortdiff_tf import sde as sde_lib
 from shortdiff_tf.study.choose_T import Z_ONE_SIDED_5, chosen, next_T, verdicts, verdicts_unpaired
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 
 def paired(rng, n=400):
     """Per-image bits/dim at four T: 0.2 clearly worse, 0.4 worse by 0.004 (within 0.01), 0.7 the

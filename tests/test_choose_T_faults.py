@@ -3,8 +3,12 @@
 import json
 import shutil
 
+import pytest
+
 from shortdiff_tf import checkpoints
 from tests.test_faults import assert_same_weights, invoke, kill_after
+
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
 
 CHOOSE = ["choose-T", "--T-grid", "0.2,0.4", "--refine", "0", "--num-examples", "4", "--batch-size", "4",
           "--rtol", "1e-2", "--atol", "1e-2", "--prior-steps", "10", "--glow-levels", "0", "--glow-steps", "1",

@@ -18,6 +18,8 @@ from cli.main import cli
 from shortdiff_tf import checkpoints
 from shortdiff_tf.runlock import RunLock, RunLockedError
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 TOY = ["train", "--dataset", "gmm1d", "--T", "0.4", "--batch-size", "8", "--width", "8", "--sample-grid", "0",
        "--no-progress"]
 CLI = [sys.executable, "-c", "import sys; from cli.main import cli; sys.exit(cli())"]

@@ -20,6 +20,8 @@ from shortdiff_tf.pixels import to_model_space
 from shortdiff_tf.samplers import Sampler, preset
 from shortdiff_tf.seeds import split
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 TOL = dict(rtol=1e-4, atol=1e-4)
 SAMPLE_IN = dict(num_samples=3, seed=[1, 2], steps=5)
 BPD_SEED = [3, 4]

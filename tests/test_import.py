@@ -14,6 +14,8 @@ from click.testing import CliRunner
 
 from cli.main import cli
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
 SCORESDE = {"vp/cifar10_ddpmpp_continuous": "vp_cifar10_ddpmpp_continuous",
             "subvp/cifar10_ddpmpp_continuous": "subvp_cifar10_ddpmpp_continuous",

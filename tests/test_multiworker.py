@@ -17,6 +17,8 @@ import pytest
 from shortdiff_tf import checkpoints
 from shortdiff_tf.app.runs import load_run
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 TRAIN = ["train", "--dataset", "gmm2d", "--T", "0.5", "--steps", "4", "--batch-size", "32", "--width", "16",
          "--log-every", "1", "--checkpoint-every", "2", "--no-progress", "--sample-grid", "0", "--json"]
 TIMEOUT = 300

@@ -7,7 +7,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.test_options import STRATEGIES, STRATEGY_RUNS
+
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
 
 
 def test_strategy_runs_in_a_fresh_process(tmp_path):

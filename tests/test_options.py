@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from cli.main import cli
 from cli.resolve import FIELDS
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 TINY = ["--steps", "2", "--batch-size", "8", "--ch", "8", "--no-progress", "--sample-grid", "0"]
 TINY_GLOW = ["--steps", "2", "--glow-steps", "1", "--glow-hidden", "8", "--batch-size", "8", "--no-progress"]
 # {img}: a digits run at T = 0.4 with a Glow prior (the suite's shared run); {toy}: a gmm1d run at T = 0.6 with a DP-GMM prior;

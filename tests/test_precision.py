@@ -11,6 +11,8 @@ from shortdiff_tf import config, data as data_lib, networks, pipeline, samplers,
 from shortdiff_tf.app.train import train
 from tests.test_training import STEP, TINY, weights
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 DIGITS = data_lib.load("digits", "train").array
 
 

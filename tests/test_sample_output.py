@@ -5,6 +5,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 LARGE = """
 import os, resource, shutil, sys
 import numpy as np

@@ -19,6 +19,8 @@ from shortdiff_tf.app.train import train
 from tests.conftest import two_replicas
 from tests.test_training import ONE_LEVEL, TINY, weights
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 N = 64
 
 

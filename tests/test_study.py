@@ -16,6 +16,8 @@ from shortdiff_tf.priors import GaussianMixture, GaussianPrior
 from shortdiff_tf.study import optimal_T, quadrature, toy_grid
 from tests.conftest import make_sde
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 MU, V0 = 2.0, 0.25                                      # 1-D Gaussian data N(MU, V0)
 GMM1D = toy.get_toy("gmm1d")
 

@@ -9,6 +9,8 @@ from shortdiff_tf import checkpoints, config, data, pipeline, training
 from shortdiff_tf.app.train import train
 from tests.conftest import two_replicas
 
+pytestmark = pytest.mark.long          # scheduled first (tests/conftest.py)
+
 TINY = config.RunConfig(
     sde=config.SDEConfig(T=0.4),
     data=config.DataConfig(dataset="digits"),
