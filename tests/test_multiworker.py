@@ -138,8 +138,11 @@ def test_workers_resume_from_the_chiefs_checkpoint_and_stop_together_on_sigterm(
             time.sleep(0.05)
         if failed is None:
             procs[0][0].send_signal(signal.SIGTERM)
-    finally:                                    # a worker that died leaves the other waiting: end it at once
-        outs = finish_workers(procs, timeout=TIMEOUT if failed is None else 1.0)
+    finally:
+        if failed is not None:                  # a worker that died leaves the other waiting: end it at once,
+            for p, _ in procs:                  # so that the failure below shows both workers' stderr
+                p.kill()
+        outs = finish_workers(procs)
     assert failed is None, (failed, [err[-2000:] for _, _, err in outs])
     assert [code for code, _, _ in outs] == [75, 75], [err[-2000:] for _, _, err in outs]
     outs = [(out, err) for _, out, err in outs]
