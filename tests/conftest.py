@@ -62,7 +62,7 @@ def glow_run(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items):
-    """The files marked ``long`` (each takes half a minute or more on two cores) first, the rest in
+    """The files marked ``long`` (each took 40 s or more in a full run on two cores) first, the rest in
     file order: pytest-xdist (``--dist loadfile``, without its reordering by test count, see
     pyproject.toml) hands files out in this order, so no long file starts last and the two workers
     end together.  The order is the same in every worker, as xdist requires."""

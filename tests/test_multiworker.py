@@ -65,9 +65,9 @@ def start_workers(workdir, args, n=2):
     return procs
 
 
-def finish_workers(procs, timeout=TIMEOUT):
-    """Wait for the workers (all killed if one overruns); -> [(returncode, stdout, stderr)]."""
-    deadline, outs = time.time() + timeout, []
+def finish_workers(procs):
+    """Wait for the workers (all killed if one overruns TIMEOUT); -> [(returncode, stdout, stderr)]."""
+    deadline, outs = time.time() + TIMEOUT, []
     try:
         for p, _ in procs:
             p.wait(timeout=max(1.0, deadline - time.time()))
