@@ -72,11 +72,27 @@ def unlocked(lock_path) -> None:
     check_free(lock_path)
 
 
-def train_workdir(workdir) -> None:
-    """A new or resumable run directory: writable, not in use, and never checkpoints without their config."""
+def chief_task() -> bool:
+    """Whether this process is the chief of the TF_CONFIG cluster (its "chief" task, else worker 0),
+    or runs alone: only the chief takes a run's lock (shortdiff_tf.app.train)."""
+    import json
+    import os
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task, cluster = tf_config.get("task") or {}, tf_config.get("cluster") or {}
+        chief = "chief" if "chief" in cluster else "worker"
+        return not task or (task.get("type") == chief and int(task.get("index", 0)) == 0)
+    except (ValueError, TypeError, AttributeError):
+        return True                                  # malformed: the strategy's own check reports it
+
+
+def train_workdir(workdir, strategy: str = "auto") -> None:
+    """A new or resumable run directory: writable, not in use (the lock checked by the chief alone,
+    which holds it while the other workers run), and never checkpoints without their config."""
     writable_dir(workdir)
     p = Path(workdir)
-    unlocked(p / ".lock")
+    if strategy != "multiworker" or chief_task():
+        unlocked(p / ".lock")
     if (p / "config.json").exists():
         _config(p)
     elif _has_checkpoint_files(p):

@@ -94,7 +94,7 @@ def train(dry_run, as_json, no_progress, strategy, workdir, config_path, **opts)
                  else file.get(section, {}).get(field, opts[k]))
              for k, (section, field) in (("dataset", ("data", "dataset")), ("sde", ("sde", "kind")), ("T", ("sde", "T")))}
     workdir = workdir or default_workdir(named["dataset"], named["sde"], named["T"])
-    checks.train_workdir(workdir)
+    checks.train_workdir(workdir, strategy)
     if (Path(workdir) / "config.json").exists():           # a resume: its settings, before TensorFlow
         checks.resumable(workdir, resolve_train_config(workdir, ctx, opts, file))
     else:
