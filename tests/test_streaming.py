@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -196,9 +197,11 @@ def test_download_prepares_on_disk_and_dry_run_reads_only_metadata(tmp_path, mon
     from cli.main import cli
     prepared = []
     monkeypatch.setattr(data_lib, "load", lambda *a, **k: pytest.fail("the split was read into memory"))
-    with tfds.testing.mock_data(num_examples=16):
-        monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
-                            lambda self, *a, **k: prepared.append(self.name))
+    # mock.patch inside mock_data, not monkeypatch: monkeypatch would restore mock_data's own fake
+    # download_and_prepare at teardown and leak it into every later test of this process.
+    fake = lambda self, *a, **k: prepared.append(self.name)
+    with tfds.testing.mock_data(num_examples=16), \
+            mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", fake):
         r = CliRunner().invoke(cli, ["train", "--dataset", "mnist", "--download", "--dry-run",
                                      "--workdir", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
