@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from shortdiff_tf import hints
+from shortdiff_tf import hints, views
 
 LOCAL_DATASETS = ("digits", "gmm1d", "gmm2d")        # data.TOY_NAMES and the bundled digits (tested)
 
@@ -204,7 +204,8 @@ def chosen_T(workdir, T, prior: str = "auto"):
     if T != "auto":
         return workdir, T, prior
     report = choose_T_report(workdir)
-    return report["view"], float(report["T_star"]), report.get("prior", "aux") if prior == "auto" else prior
+    chosen_prior = report.get("prior", "aux") if prior == "auto" else prior
+    return str(views.locate(workdir, report["view"])), float(report["T_star"]), chosen_prior
 
 
 def chosen_temperature(workdir, T, temperature, sampler=None):
@@ -223,14 +224,14 @@ def choose_T_report(workdir) -> dict:
     path = Path(workdir) / "choose_T.json"
     try:
         report = json.loads(path.read_text())
-        view = report["view"]
+        view = views.locate(workdir, report["view"])
         float(report["T_star"])
     except FileNotFoundError:
         raise FileNotFoundError(f"--T auto needs {path}; choose T first with `shortdiff choose-T --workdir {workdir}`") \
             from None
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(f"{path} is unreadable; rerun `shortdiff choose-T --workdir {workdir}` (it resumes)") from None
-    if not (Path(view) / "config.json").is_file():
+    if not (view / "config.json").is_file():
         raise FileNotFoundError(f"the view {view} that {path} names is gone; rerun `shortdiff choose-T --workdir "
                                 f"{workdir}` (it resumes)")
     return report

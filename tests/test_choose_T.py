@@ -3,6 +3,7 @@ the suite's digits run (T_max = 0.4): views with their priors, warm starts, the 
 figure, a resumed rerun, and bad input."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,7 +103,7 @@ SEARCH = ["--T-grid", "0.2,0.4", "--refine", "1", "--num-examples", "4", "--batc
           "--seed", "0", "--no-progress"]
 
 
-def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run(glow_run, tmp_path):
+def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run(glow_run, tmp_path, monkeypatch):
     classifier = tmp_path / "digits.keras"
     r = invoke("train-classifier", "--dataset", "digits", "--epochs", "1", "--out", classifier)
     assert r.exit_code == 0, r.output
@@ -170,10 +171,16 @@ def test_choose_T_searches_fits_warm_starts_and_resumes_without_touching_the_run
         if sampler == "heun":                     # the ode-target Glow starts from the sde-target one at its T
             assert f"warm start from {run / 'views' / 'T0.4' / 'prior' / 'checkpoints'}" in r.output
     check_the_ode_samplers_start(run, m)
+    # the run moves (another machine or mount point) and is named from another working directory: --T auto finds
+    # T*'s view under it, and the view's link to the run's checkpoints still holds
+    (tmp_path / "elsewhere").mkdir()
+    shutil.move(run, tmp_path / "elsewhere" / "run")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run, view_name = Path("run"), Path(m["view"]).name
     r = invoke("sample", "--workdir", run, "--T", "auto", "--num-samples", "2", "--steps", "2", "--json")
     rep = json.loads(r.output.strip().splitlines()[-1])                  # T*, its view and prior; em: temperature 1
     assert r.exit_code == 0 and (rep["T"], rep["prior"] == "noise", rep["temperature"]) == (
-        m["T_star"], m["prior"] == "noise", 1.0) and m["view"] in rep["npz"], r.output
+        m["T_star"], m["prior"] == "noise", 1.0) and str(run / "views" / view_name) in rep["npz"], r.output
     r = invoke("sample", "--workdir", run, "--T", "auto", "--sampler", "heun", "--num-samples", "2", "--steps", "2",
                "--json")                                                                # heun: choose-T's temperature
     assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["temperature"] == m["temperature"], r.output

@@ -42,6 +42,7 @@ from shortdiff_tf.preemption import never
 from shortdiff_tf.study import choose_metrics as metrics
 from shortdiff_tf.study.choose_points import FIT_SETTINGS, Measurer, held_out_check, prior_at
 from shortdiff_tf.study.choose_rule import Z_ONE_SIDED_5, chosen, next_T, verdicts, verdicts_unpaired
+from shortdiff_tf.views import locate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,15 +123,15 @@ def choose_T(run_dir, cfg: ChooseTConfig = ChooseTConfig(), log=print, progress:
     return _report(run_dir, cfg, done, T_max, checked)
 
 
-def _point_row(cfg: ChooseTConfig, p: dict, v: dict) -> dict:
+def _point_row(run_dir: Path, cfg: ChooseTConfig, p: dict, v: dict) -> dict:
     """One T of the report: the verdict, the value under the prior used (and p_noise's for the
-    paired metrics), the calibration's choice and its reason, the costs."""
+    paired metrics), the calibration's choice and its reason, the costs; its view under ``run_dir``."""
     entry, prior = p["metrics"][metrics.key(cfg.metric, cfg)], prior_at(p, cfg)
     c = p["calibration"]
     row = {**{k: p.get(k) for k in ("T", "view", "warm_start_from", "prior_nll_per_dim", "prior_seconds")}, **v,
            "prior": entry.get("prior", prior), "calibration": {k: c[k] for k in ("use", "reason", "nll_gain_per_dim",
                                                                                 "nll_gain_sem", "sliced_w2")},
-           "em_nfe": int(round(1000 * p["T"])), "view": entry.get("view", p["view"]),
+           "em_nfe": int(round(1000 * p["T"])), "view": str(locate(run_dir, entry.get("view", p["view"]))),
            "temperature": entry.get("temperature", 1.0)}
     if "ode_start" in p and "view" in entry:                  # an ODE sampler's start (choose_ode_start)
         o = p["ode_start"]
@@ -170,7 +171,7 @@ def _saving(cfg: ChooseTConfig, at: Dict[float, dict], star: float, T_max: float
 def _report(run_dir: Path, cfg: ChooseTConfig, done: Dict[float, dict], T_max: float, checked=None) -> dict:
     best, verdict = rule(cfg, done)
     star = chosen(verdict)
-    points = [_point_row(cfg, done[T], verdict[T]) for T in sorted(done)]
+    points = [_point_row(run_dir, cfg, done[T], verdict[T]) for T in sorted(done)]
     at = {p["T"]: p for p in points}
     unit = metrics.unit(cfg.metric)
     tol = f"{cfg.tol:g} x the best {unit}" if metrics.is_relative(cfg.metric) else f"{cfg.tol:g} {unit}"

@@ -37,7 +37,7 @@ from shortdiff_tf.files import atomic_write_json, read_json
 from shortdiff_tf.preemption import Preempted, never
 from shortdiff_tf.prior_fit import store
 from shortdiff_tf.seeds import split
-from shortdiff_tf.study.images import make_view
+from shortdiff_tf.views import make_view
 from shortdiff_tf.study.optimal_T import T_of, u_of
 
 

@@ -29,7 +29,7 @@ from shortdiff_tf.files import atomic_write_json
 from shortdiff_tf.prior_fit import store
 from shortdiff_tf.preemption import never
 from shortdiff_tf.study.choose_metrics import ODE_SAMPLERS, PAIRED
-from shortdiff_tf.study.images import make_view
+from shortdiff_tf.views import make_view
 
 SUFFIX = "-ode"
 

@@ -20,7 +20,7 @@ from shortdiff_tf.files import atomic_write_json, read_json
 from shortdiff_tf.preemption import never
 from shortdiff_tf.study import choose_metrics as metrics, choose_ode_start as ode_start
 from shortdiff_tf.study.choose_rule import Z_ONE_SIDED_5
-from shortdiff_tf.study.images import make_view
+from shortdiff_tf.views import locate, make_view
 
 POINT_FILE = "choose_T_point.json"
 FIT_SETTINGS = ("seed", "prior_steps", "glow_levels", "glow_steps_per_level", "glow_hidden")
@@ -75,7 +75,7 @@ class Measurer:
 
     def _fit(self, view: Path, T: float, done: Dict[float, dict]) -> dict:
         """A Glow at T warm-started from the nearest done T; its calibration on held-out x_T."""
-        warm = _warm_start(done, T)
+        warm = _warm_start(self.run_dir, done, T)
         start = time.perf_counter()
         fit = fit_prior(view, self._prior_config(T), progress=self.progress, log=self.log, should_stop=self.should_stop,
                         warm_start=warm[1] if warm else None)
@@ -88,14 +88,14 @@ class Measurer:
         if "ode_fit" in point and point["ode_fit"]["examples"] != examples:
             raise ValueError(f"{path}: the ode-target Glow at T={T:g} was fitted on {point['ode_fit']['examples']} "
                              f"examples; rerun with --ode-fit-examples {point['ode_fit']['examples']} or delete "
-                             f"{point['ode_fit']['view']} and its entries in {path}")
+                             f"{locate(self.run_dir, point['ode_fit']['view'])} and its entries in {path}")
         if "ode_fit" not in point:
             point["ode_fit"] = ode_start.fit_ode_prior(self.run_dir, view, self._prior_config(T), examples, self.log,
                                                        self.progress, self.should_stop)
             atomic_write_json(path, point)
         if "ode_start" not in point:
-            point["ode_start"] = ode_start.choose_start(view, Path(point["ode_fit"]["view"]), T, self.log,
-                                                        self.cfg.rtol, self.cfg.atol)
+            ode_view = locate(self.run_dir, point["ode_fit"]["view"])
+            point["ode_start"] = ode_start.choose_start(view, ode_view, T, self.log, self.cfg.rtol, self.cfg.atol)
             atomic_write_json(path, point)
 
     def _prior_config(self, T: float) -> PriorConfig:
@@ -119,7 +119,8 @@ class Measurer:
             return metrics.elbo(view, T, cfg, self.log, self.strategy)
         start = point.get("ode_start") if ode_start.applies(cfg) else None
         start = start or {"view": str(view), "prior": point["calibration"]["use"], "temperature": 1.0}
-        return metrics.samples_quality(Path(start["view"]), T, cfg, start["prior"], self.extractor, self.reference,
+        return metrics.samples_quality(locate(self.run_dir, start["view"]), T, cfg, start["prior"], self.extractor,
+                                       self.reference,
                                        self.log, self.strategy, start["temperature"])
 
     def held_out(self, T: float, point: dict) -> dict:
@@ -129,7 +130,7 @@ class Measurer:
         fresh = dataclasses.replace(cfg, seed=cfg.seed + 1, num_examples=2 * n)
         k = metrics.key(cfg.metric, cfg) + ":held-out"
         if k not in point["metrics"]:
-            view = Path(point["view"])
+            view = locate(self.run_dir, point["view"])
             if cfg.metric in metrics.PAIRED:
                 entry = self._metric(view, T, point, fresh)
                 entry = {name: entry[name][n:] for name in ("aux", "noise")}           # the images not searched on
@@ -164,10 +165,10 @@ def held_out_check(measure: Measurer, done: Dict[float, dict], star: float, best
                        else f"{cfg.num_samples} fresh samples")}
 
 
-def _warm_start(done: Dict[float, dict], T: float):
+def _warm_start(run_dir: Path, done: Dict[float, dict], T: float):
     """(T, newest Glow checkpoint) of the done T nearest to ``T``, or None."""
     for near in sorted(done, key=lambda t: abs(t - T)):
-        ckpt = checkpoints.newest_complete(Path(done[near]["view"]) / "prior" / "checkpoints")
+        ckpt = checkpoints.newest_complete(locate(run_dir, done[near]["view"]) / "prior" / "checkpoints")
         if ckpt:
             return near, ckpt
     return None

@@ -12,7 +12,6 @@ run itself is never written to.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -28,22 +27,9 @@ from shortdiff_tf.app.runs import load_run
 from shortdiff_tf.config import PriorConfig, RunConfig
 from shortdiff_tf.files import atomic_write_json, read_json
 from shortdiff_tf.study.config import StudyConfig
+from shortdiff_tf.views import make_view
 
 POINT_FILE = "study_point.json"
-
-
-def make_view(run_dir, study_dir, T: float, suffix: str = "") -> Path:
-    """STUDY/views/T<T><suffix> with RUN's config and a link to RUN's checkpoints (created once)."""
-    run_dir = Path(run_dir).resolve()
-    view = Path(study_dir) / "views" / f"T{T:g}{suffix}"
-    if not (view / "config.json").exists():
-        view.mkdir(parents=True, exist_ok=True)
-        link = checkpoints.checkpoint_dir(view)
-        if not link.exists():
-            link.symlink_to(checkpoints.checkpoint_dir(run_dir), target_is_directory=True)
-        shutil.copyfile(run_dir / "config.json", view / "config.json.tmp")
-        (view / "config.json.tmp").replace(view / "config.json")
-    return view
 
 
 def check_reusable(run_dir, T_grid) -> None:
