@@ -35,6 +35,31 @@ def test_unet_roundtrip_gives_the_same_function(layout):
     assert y.shape == x.shape
 
 
+class TracedUNet(ScoreUNet):
+    """ScoreUNet built the way Keras builds a model without ``build``: by tracing ``call``."""
+    build = keras.layers.Layer.build
+
+
+@pytest.mark.parametrize("layout, shape, ch_mult, attn", [("ddpm", (8, 8, 1), (1, 2), (4,)),
+                                                           ("ddpmpp", (16, 16, 3), (1, 2, 2), (8,)),
+                                                           ("ddpm", (28, 28, 1), (1, 2, 2), (7, 14))])
+def test_the_unet_builds_from_shapes_the_weights_a_traced_call_makes(layout, shape, ch_mult, attn):
+    """ScoreUNet.build walks the layout from the input shapes: the same weights (paths and shapes)
+    as Keras' symbolic trace of ``call`` creates, and with the same values the same function."""
+    kw = dict(TINY_UNET, image_size=shape[0], channels=shape[2], ch_mult=ch_mult, attn_resolutions=attn, layout=layout)
+    x, c = tf.random.normal((2,) + shape), tf.constant([-2.0, 0.5])
+    built, traced = ScoreUNet(**kw, name="unet"), TracedUNet(**kw, name="unet")
+    built.build([x.shape, c.shape])
+    assert built.built and all(layer.built for layer in built._flatten_layers())
+    traced([x, c])
+    assert sorted((v.path, tuple(v.shape)) for v in built.variables) == \
+        sorted((v.path, tuple(v.shape)) for v in traced.variables)
+    by_path = {v.path: v for v in traced.variables}
+    for v in built.variables:
+        v.assign(by_path[v.path])
+    np.testing.assert_allclose(built([x, c]), traced([x, c]), atol=1e-6)
+
+
 def test_unet_saves_and_loads_as_a_keras_file(tmp_path):
     net = ScoreUNet(**TINY_UNET)
     x, c = tf.random.normal([2, 8, 8, 1]), tf.constant([-2.0, 0.5])

@@ -58,6 +58,13 @@ RESAMPLE = {None: lambda x: x,
             "down": lambda x: ops.average_pool(x, 2, 2, "valid")}
 
 
+def resampled(shape, resample) -> tuple:
+    """The shape [B, H, W, C] after RESAMPLE[resample] (None: unchanged)."""
+    b, h, w, c = shape
+    scale = {None: lambda n: n, "up": lambda n: 2 * n, "down": lambda n: n // 2}[resample]
+    return (b, scale(h), scale(w), c)
+
+
 @keras.saving.register_keras_serializable(package="shortdiff")
 class ResBlock(keras.layers.Layer):
     """h = conv(R(SiLU(GN(x)))) + Dense(SiLU(emb)); h = conv(dropout(SiLU(GN(h))));
@@ -80,10 +87,18 @@ class ResBlock(keras.layers.Layer):
         self.drop = Dropout(self.dropout, salt=layer_salt(self.name), name="dropout")
 
     def build(self, x_shape, emb_shape=None):
+        """Every weight from the shapes alone (the embedding's when ``emb_shape`` is given)."""
         in_ch = x_shape[-1]
         self.norm_0 = GroupNorm(num_groups(in_ch, self.norm_groups), epsilon=1e-6, silu=True, name="norm_0", dtype=FP32)
         needs_skip = in_ch != self.out_ch or self.resample is not None
         self.skip = _conv(self.out_ch, "skip", kernel=1) if needs_skip else None
+        out_shape = resampled(x_shape, self.resample)
+        h_shape = out_shape[:-1] + (self.out_ch,)
+        for layer, shape in ((self.norm_0, x_shape), (self.conv_0, out_shape), (self.skip, out_shape),
+                             (self.norm_1, h_shape), (self.drop, h_shape), (self.conv_1, h_shape),
+                             (self.emb_proj, emb_shape)):
+            if layer is not None and shape is not None:
+                layer.build(shape)
 
     def call(self, x, emb, training=None, noise=None):
         resample = RESAMPLE[self.resample]
@@ -112,6 +127,9 @@ class AttnBlock(keras.layers.Layer):
         self.norm = GroupNorm(num_groups(ch, self.norm_groups), epsilon=1e-6, name="norm", dtype=FP32)
         self.qkv = keras.layers.Dense(3 * ch, name="qkv")
         self.proj = keras.layers.Dense(ch, kernel_initializer=keras.initializers.VarianceScaling(1e-10), name="proj")
+        self.norm.build(x_shape)
+        self.qkv.build(tuple(x_shape))
+        self.proj.build(tuple(x_shape))
 
     def call(self, x):
         shape = ops.shape(x)
@@ -205,6 +223,45 @@ class ScoreUNet(keras.Model):
         if self.layout == "ddpmpp":
             return "resample", self._res(self.ch * mult, name, resample=direction), None
         return direction, _conv(self.ch * mult, name, stride=2 if direction == "down" else 1), None
+
+    def build(self, inputs_shape):
+        """Every weight from the shapes alone, walking the layout as ``call`` does (Keras would
+        otherwise trace the whole network symbolically to find them)."""
+        x_shape, c_shape = (tuple(s) for s in inputs_shape)
+        self.embed.build(c_shape)
+        emb = self.embed.compute_output_shape(c_shape)
+        at = lambda shape, ch: tuple(shape[:-1]) + (ch,)
+        self.conv_in.build(x_shape)
+        shape = at(x_shape, self.ch)
+        skips = [shape]
+        for kind, layer, attn in self.down:
+            shape = self._build_step(kind, layer, shape, emb)
+            if attn is not None:
+                attn.build(shape)
+            skips.append(shape)
+        for layer in self.mid:
+            shape = self._build_step("res" if isinstance(layer, ResBlock) else "attn", layer, shape, emb)
+        for kind, layer, attn in self.up:
+            if kind == "res":
+                shape = at(shape, shape[-1] + skips.pop()[-1])
+            shape = self._build_step(kind, layer, shape, emb)
+            if attn is not None:
+                attn.build(shape)
+        self.norm_out.build(shape)
+        self.conv_out.build(shape)
+
+    @staticmethod
+    def _build_step(kind: str, layer, shape: tuple, emb: tuple) -> tuple:
+        """Build one layer of the layout on input ``shape``; -> its output shape."""
+        if kind in ("res", "resample"):
+            layer.build(shape, emb)
+            return resampled(shape, layer.resample)[:-1] + (layer.out_ch,)
+        if kind == "attn":
+            layer.build(shape)
+            return shape
+        shape = resampled(shape, "up") if kind == "up" else shape          # nearest, then the conv
+        layer.build(shape)
+        return layer.compute_output_shape(shape)
 
     def call(self, inputs, training=None, noise=None):
         x, c = inputs
