@@ -34,6 +34,27 @@ class ReducedAdam(keras.optimizers.Adam):
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)
 
+    def update_step(self, gradient, variable, learning_rate):
+        """Keras' Adam step as one fused kernel per variable (``ResourceApplyAdam``, the same
+        arithmetic: m += (g - m)(1 - b1), v += (g^2 - v)(1 - b2),
+        w -= lr sqrt(1 - b2^n) / (1 - b1^n) m / (sqrt(v) + eps)) instead of a dozen ops."""
+        if self.amsgrad:
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        n = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        i = self._get_variable_index(variable)
+        m, v = (tf_variable(slot[i]) for slot in (self._momentums, self._velocities))
+        tf.raw_ops.ResourceApplyAdam(var=tf_variable(variable).handle, m=m.handle, v=v.handle,
+                                     beta1_power=tf.pow(beta_1, n), beta2_power=tf.pow(beta_2, n),
+                                     lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+                                     epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
+
+def tf_variable(variable):
+    """The TensorFlow variable behind a Keras one (its replica's copy inside ``strategy.update``)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
 
 ADAM_EPSILON = 1e-8          # ScoreSDE's optim.eps (Keras' default is 1e-7)
 
