@@ -59,8 +59,8 @@ def build_score_net(cfg, shape, precision: str = "fp32"):
     computing in ``precision`` (fp32, bf16 or fp16; weights in fp32)."""
     if cfg.kind not in BUILDERS:
         raise ValueError(f"unknown model kind {cfg.kind!r}; choose one of {', '.join(sorted(BUILDERS))}")
-    with precision_lib.policy(precision):             # sub-layers are made when the net is first called
+    with precision_lib.policy(precision):             # every weight from the shapes alone (no call)
         net = BUILDERS[cfg.kind](cfg, tuple(shape))
-        net([tf.zeros((1,) + tuple(shape)), tf.zeros([1])])
+        net.build([(None,) + tuple(shape), (None,)])
     net.parameterization = Parameterization(cfg.embedding, cfg.score_std, cfg.num_scales)
     return net
