@@ -48,7 +48,8 @@ class ReducedAdam(keras.optimizers.Adam):
         tf.raw_ops.ResourceApplyAdam(var=tf_variable(variable).handle, m=m.handle, v=v.handle,
                                      beta1_power=tf.pow(beta_1, n), beta2_power=tf.pow(beta_2, n),
                                      lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-                                     epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+                                     epsilon=tf.cast(self.epsilon, dtype),
+                                     grad=tf.cast(tf.convert_to_tensor(gradient), dtype))        # dense
 
 
 def tf_variable(variable):
