@@ -7,7 +7,7 @@ Run directories move: to another machine, under a container's mount point, or ar
 another working directory.  So a view inside its run links to the run's checkpoints by a relative
 path (``../../checkpoints``), and a view named in a stored file (``choose_T.json``, a point file)
 is found again by its name under BASE/views, never by the path stored when it was written.
-No TensorFlow here: the checks made before TensorFlow starts use ``locate``.
+``locate`` imports nothing: the checks made before TensorFlow starts use it.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ stored view is found by name under the run wherever the run now is (also by ``--
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -23,14 +24,13 @@ def run(tmp_path):
 def test_a_view_inside_its_run_moves_with_it(run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     view = make_view("runs/r", "runs/r", 0.4)
-    assert view == tmp_path.joinpath("runs/r/views/T0.4").relative_to(tmp_path)
+    assert view == Path("runs/r/views/T0.4")
     assert os.readlink(view / "checkpoints") == os.path.join("..", "..", "checkpoints")
     assert (view / "config.json").read_text() == (run / "config.json").read_text()
     shutil.move(run, tmp_path / "moved")
     assert (tmp_path / "moved" / "views" / "T0.4" / "checkpoints" / "ckpt-1.index").read_text() == "weights"
     assert locate(tmp_path / "moved", str(view)) == tmp_path / "moved" / "views" / "T0.4"
-    assert locate("moved", "/an/old/machine/runs/r/views/T0.4-ode") == tmp_path.joinpath("moved/views/T0.4-ode") \
-        .relative_to(tmp_path)
+    assert locate("moved", "/an/old/machine/runs/r/views/T0.4-ode") == Path("moved/views/T0.4-ode")
 
 
 def test_a_study_view_outside_the_run_links_absolutely_and_a_dangling_link_is_made_again(run, tmp_path):

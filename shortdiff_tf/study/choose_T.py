@@ -128,7 +128,7 @@ def _point_row(run_dir: Path, cfg: ChooseTConfig, p: dict, v: dict) -> dict:
     paired metrics), the calibration's choice and its reason, the costs; its view under ``run_dir``."""
     entry, prior = p["metrics"][metrics.key(cfg.metric, cfg)], prior_at(p, cfg)
     c = p["calibration"]
-    row = {**{k: p.get(k) for k in ("T", "view", "warm_start_from", "prior_nll_per_dim", "prior_seconds")}, **v,
+    row = {**{k: p.get(k) for k in ("T", "warm_start_from", "prior_nll_per_dim", "prior_seconds")}, **v,
            "prior": entry.get("prior", prior), "calibration": {k: c[k] for k in ("use", "reason", "nll_gain_per_dim",
                                                                                 "nll_gain_sem", "sliced_w2")},
            "em_nfe": int(round(1000 * p["T"])), "view": str(locate(run_dir, entry.get("view", p["view"]))),
